@@ -1,0 +1,23 @@
+# Multimodal cancer survival workflow: whole-slide images + genomics or MRI + outcomes in,
+# trained models, C-index tables, Kaplan-Meier curves and figures out.
+# Run: snakemake --cores 8 --use-conda   (or from the pip venv: make demo)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/cohort.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_output(),

@@ -1,0 +1,22 @@
+# Cohort-level checks that run before any heavy stage.
+
+
+rule inventory_slides:
+    input:
+        get_slide_files,
+    output:
+        "results/{cohort}/slides/inventory.tsv",
+    log:
+        "logs/inventory_slides/{cohort}.log",
+    conda:
+        "../envs/wsi.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        slides=get_slide_sheet,
+        mpp_from_objective_power=lookup(
+            dpath="wsi/mpp_from_objective_power", within=config
+        ),
+    script:
+        "../scripts/inventory_slides.py"

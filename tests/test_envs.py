@@ -1,0 +1,90 @@
+"""The pip route (requirements.txt) and the conda route (envs/*.yaml) pin the same versions."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from tests.conftest import ROOT
+
+# pip name -> conda-forge name, where they differ.
+CONDA_NAME = {
+    "torch": "pytorch",
+    "opencv-python-headless": "py-opencv",
+    "openslide-bin": "openslide",  # the wheel bundles the OpenSlide library of this version
+    "SimpleITK": "simpleitk",
+    "matplotlib": "matplotlib-base",
+    "PyYAML": "pyyaml",
+}
+# Runner-only packages: Snakemake itself runs outside the rule envs.
+NOT_IN_RULE_ENVS = {"snakemake", "pygments"}
+
+
+def pip_pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name] = version
+    return pins
+
+
+def conda_pins() -> dict[str, dict[str, str]]:
+    envs = {}
+    for path in sorted((ROOT / "envs").glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text())
+        assert spec["channels"] == ["conda-forge", "nodefaults"], path.name
+        deps = {}
+        for dep in spec["dependencies"]:
+            assert isinstance(dep, str) and re.fullmatch(r"[\w.-]+=[\w.]+", dep), (
+                f"{path.name}: {dep!r} is not pinned as name=version"
+            )
+            name, version = dep.split("=")
+            deps[name] = version
+        envs[path.name] = deps
+    return envs
+
+
+def release(version: str, parts: int) -> str:
+    return ".".join(version.split(".")[:parts])
+
+
+def test_every_env_pins_python_311():
+    for name, deps in conda_pins().items():
+        assert deps.get("python") == "3.11", name
+
+
+def test_conda_versions_agree_with_pip():
+    pins = pip_pins()
+    seen = set()
+    for env, deps in conda_pins().items():
+        for pip_name, version in pins.items():
+            conda = CONDA_NAME.get(pip_name, pip_name.lower())
+            if conda in deps:
+                seen.add(pip_name)
+                # A pip version may carry an extra wheel build number (opencv 5.0.0.93, openslide-bin 4.0.1.2).
+                want = release(version, len(deps[conda].split(".")))
+                assert deps[conda] == want, (
+                    f"{env}: {conda}={deps[conda]} but requirements.txt has {pip_name}=={version}"
+                )
+    missing = set(pins) - seen - NOT_IN_RULE_ENVS
+    assert not missing, f"pinned in requirements.txt but in no conda env: {sorted(missing)}"
+
+
+def test_every_conda_package_is_pinned_for_pip_too():
+    known = {CONDA_NAME.get(n, n.lower()) for n in pip_pins()} | {"python"}
+    for env, deps in conda_pins().items():
+        assert set(deps) <= known, f"{env}: not in requirements.txt: {sorted(set(deps) - known)}"
+
+
+def test_every_rule_that_runs_code_has_a_pinned_env():
+    for smk in sorted((ROOT / "rules").glob("*.smk")):
+        text = smk.read_text()
+        for block in re.split(r"\nrule ", text)[1:]:
+            name = block.split(":", 1)[0]
+            if "script:" in block or "shell:" in block:
+                env = re.search(r'conda:\s*\n\s*"\.\./envs/([\w.-]+)"', block)
+                assert env, f"rule {name} in {smk.name} runs code without conda:"
+                assert (ROOT / "envs" / env.group(1)).is_file()

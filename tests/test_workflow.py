@@ -1,0 +1,132 @@
+"""The Snakefile as a user runs it: lint, format, a dry run of the full DAG, a real run of the demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import openslide
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+
+
+def run(args, cwd, check=True):
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        pytest.fail(
+            f"{' '.join(map(str, args))} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+        )
+    return done
+
+
+def test_snakemake_lint_is_clean():
+    done = run([*SNAKEMAKE, "--lint"], ROOT, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_snakefmt_check_is_clean():
+    done = run([sys.executable, "-m", "snakefmt", "--check", "."], ROOT, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_dry_run_of_the_full_dag():
+    done = run([*SNAKEMAKE, "-n", "--forceall", "--quiet", "rules"], ROOT)
+    counts = dict(
+        line.split() for line in done.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()
+    )
+    from workflow.cohort import load_cohorts
+
+    cohorts = load_cohorts(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    assert int(counts["demo_slide"]) == sum(len(c.slide_ids) for c in cohorts.values())
+    assert int(counts["inventory_slides"]) == len(cohorts)
+    assert int(counts["demo_mri"]) == sum(len(c.patient_ids) for c in cohorts.values() if c.mri is not None)
+
+
+def tiny_config(tmp_path, n_patients=3):
+    config = {
+        "cohorts": {
+            "tiny_tcga": {
+                "modalities": ["wsi", "genomics"],
+                "demo": {"kind": "tcga", "seed": 5, "n_patients": n_patients, "frac_two_slides": 0.4},
+            },
+            "tiny_liver": {
+                "modalities": ["wsi", "mri"],
+                "demo": {"kind": "liver", "seed": 6, "n_patients": n_patients},
+            },
+        }
+    }
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return config
+
+
+@pytest.mark.integration
+def test_demo_run_makes_real_cohorts(tmp_path):
+    tiny_config(tmp_path)
+    run([*SNAKEMAKE, "--cores", "2", "--directory", str(tmp_path)], tmp_path)
+
+    for cohort, kind in (("tiny_tcga", "tcga"), ("tiny_liver", "liver")):
+        root = tmp_path / "resources" / "demo" / cohort
+        demo_slides = pd.read_csv(root / "slides.tsv", sep="\t", dtype=str)
+        truth = pd.read_csv(root / "truth.tsv", sep="\t", dtype={"patient_id": str})
+        inventory = pd.read_csv(
+            tmp_path / "results" / cohort / "slides" / "inventory.tsv", sep="\t", dtype={"slide_id": str}
+        ).set_index("slide_id")
+        assert set(inventory.index) == set(demo_slides["slide_id"])
+        assert (inventory["problem"].fillna("") == "").all()
+        for row in demo_slides.itertuples():
+            with openslide.OpenSlide(root / "slides" / f"{row.slide_id}.svs") as slide:
+                assert float(slide.properties["openslide.mpp-x"]) == float(row.mpp)
+                assert int(slide.properties["openslide.objective-power"]) == int(row.magnification)
+                assert slide.level_count == 3
+            assert inventory.loc[row.slide_id, "mpp"] == pytest.approx(float(row.mpp))
+        assert (tmp_path / "logs" / "demo_cohort" / f"{cohort}.log").is_file()
+        if kind == "tcga":
+            table = pd.read_csv(root / "genomics.csv", index_col=0)
+            assert sorted(table["case_id"]) == sorted(demo_slides["patient_id"])
+        else:
+            for patient in truth["patient_id"]:
+                assert len(list((root / "mri" / patient).glob("*.nii.gz"))) == 6
+
+    again = run([*SNAKEMAKE, "--cores", "2", "--directory", str(tmp_path), "-n"], tmp_path)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_bad_user_sheet_stops_the_run_with_its_message(tmp_path):
+    (tmp_path / "config").mkdir()
+    pd.DataFrame(
+        [
+            {"patient_id": "P1", "survival_months": 3.0, "censorship": 0},
+            {"patient_id": "P1", "survival_months": 5.0, "censorship": 1},
+        ]
+    ).to_csv(tmp_path / "p.tsv", sep="\t", index=False)
+    pd.DataFrame([{"slide_id": "S1", "patient_id": "P1", "path": "s.svs"}]).to_csv(
+        tmp_path / "s.tsv", sep="\t", index=False
+    )
+    config = {
+        "cohorts": {
+            "mine": {
+                "modalities": ["wsi", "genomics"],
+                "patients": "p.tsv",
+                "slides": "s.tsv",
+                "genomics": {"table": "t.csv", "signatures": "g.csv"},
+            }
+        }
+    }
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    done = run([*SNAKEMAKE, "-n", "--directory", str(tmp_path)], tmp_path, check=False)
+    assert done.returncode != 0
+    assert "patients sheet p.tsv: duplicated patient_id: line 2 (P1), line 3 (P1)" in done.stdout + done.stderr
+
+
+def test_unknown_config_key_is_rejected(tmp_path):
+    config = tiny_config(tmp_path)
+    config["cohorts"]["tiny_tcga"]["demo"]["sede"] = 1
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    done = run([*SNAKEMAKE, "-n", "--directory", str(tmp_path)], tmp_path, check=False)
+    assert done.returncode != 0 and "sede" in done.stdout + done.stderr

@@ -1,0 +1,1 @@
+"""Generator of the embedded demo cohorts (TCGA-like WSI + genomics, liver-like WSI + MRI)."""
