@@ -15,6 +15,7 @@ report: "workflow/report/workflow.rst"
 include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/cohort.smk"
+include: "rules/tiling.smk"
 
 
 rule all:

@@ -56,9 +56,34 @@ def get_slide_sheet(wildcards):
     return [{k: (None if v != v else v) for k, v in r.items()} for r in records]
 
 
+def get_slide_path(wildcards):
+    """The slide file of one slide of a cohort."""
+    return COHORTS[wildcards.cohort].slides.loc[wildcards.slide, "path"]
+
+
+def get_slide_mpp(wildcards):
+    """The slide's mpp override from slides.tsv, or None to use its metadata."""
+    slides = COHORTS[wildcards.cohort].slides
+    mpp = slides.loc[wildcards.slide, "mpp"] if "mpp" in slides.columns else None
+    return None if mpp is None or mpp != mpp else float(mpp)
+
+
+def get_patch_files(wildcards):
+    """Coordinates files of all slides of a cohort."""
+    return [
+        f"results/{wildcards.cohort}/patches/{s}.h5"
+        for s in COHORTS[wildcards.cohort].slide_ids
+    ]
+
+
 def get_final_output():
     """Default targets: what the implemented stages yield for every cohort."""
-    targets = [f"results/{name}/slides/inventory.tsv" for name in COHORTS]
+    targets = []
+    for name in COHORTS:
+        targets += [
+            f"results/{name}/slides/inventory.tsv",
+            f"results/{name}/patches/tiling_summary.tsv",
+        ]
     for name in DEMO_COHORTS:
         targets += get_demo_outputs(name)
     return targets

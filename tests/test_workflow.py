@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import openslide
 import pandas as pd
 import pytest
+import tifffile
 import yaml
 
 from tests.conftest import ROOT
@@ -44,6 +46,8 @@ def test_dry_run_of_the_full_dag():
     cohorts = load_cohorts(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
     assert int(counts["demo_slide"]) == sum(len(c.slide_ids) for c in cohorts.values())
     assert int(counts["inventory_slides"]) == len(cohorts)
+    assert int(counts["tile_slide"]) == int(counts["demo_slide"])
+    assert int(counts["summarize_tiling"]) == len(cohorts)
     assert int(counts["demo_mri"]) == sum(len(c.patient_ids) for c in cohorts.values() if c.mri is not None)
 
 
@@ -86,6 +90,18 @@ def test_demo_run_makes_real_cohorts(tmp_path):
                 assert slide.level_count == 3
             assert inventory.loc[row.slide_id, "mpp"] == pytest.approx(float(row.mpp))
         assert (tmp_path / "logs" / "demo_cohort" / f"{cohort}.log").is_file()
+        tiling = pd.read_csv(
+            tmp_path / "results" / cohort / "patches" / "tiling_summary.tsv", sep="\t", dtype={"slide_id": str}
+        )
+        assert sorted(tiling["slide_id"]) == sorted(demo_slides["slide_id"])
+        assert (tiling["status"] == "ok").all() and (tiling["patches"] > 10).all()
+        assert set(tiling["read_size"]) <= {256, 512}
+        for slide_id in tiling["slide_id"]:
+            for picture in ("mask", "grid"):
+                assert (
+                    tmp_path / "results" / cohort / "patches" / "qc" / f"{slide_id}.{picture}.jpg"
+                ).stat().st_size > 1000
+            assert (tmp_path / "benchmarks" / "tile_slide" / cohort / f"{slide_id}.tsv").is_file()
         if kind == "tcga":
             table = pd.read_csv(root / "genomics.csv", index_col=0)
             assert sorted(table["case_id"]) == sorted(demo_slides["patient_id"])
@@ -95,6 +111,8 @@ def test_demo_run_makes_real_cohorts(tmp_path):
 
     again = run([*SNAKEMAKE, "--cores", "2", "--directory", str(tmp_path), "-n"], tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
+    run([*SNAKEMAKE, "--directory", str(tmp_path), "--report", str(tmp_path / "report.zip")], tmp_path)
+    assert (tmp_path / "report.zip").stat().st_size > 10_000
 
 
 def test_bad_user_sheet_stops_the_run_with_its_message(tmp_path):
@@ -130,3 +148,51 @@ def test_unknown_config_key_is_rejected(tmp_path):
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     done = run([*SNAKEMAKE, "-n", "--directory", str(tmp_path)], tmp_path, check=False)
     assert done.returncode != 0 and "sede" in done.stdout + done.stderr
+
+
+def user_cohort(tmp_path, on_error):
+    """A user cohort with one good slide and one plain (non-pyramidal) TIFF."""
+    from workflow.demo import tissue
+    from workflow.demo.design import item_rng
+
+    rng = item_rng(3, 0)
+    layout = tissue.random_layout(rng)
+    tissue.write_slide(tmp_path / "good.svs", layout, tissue.appearance(layout, 0.0, rng), 0.5, 20)
+    tifffile.imwrite(tmp_path / "plain.tif", np.full((400, 500, 3), 220, np.uint8), photometric="rgb")
+    pd.DataFrame({"patient_id": ["P1", "P2"], "survival_months": [10.0, 20.0], "censorship": [0, 1]}).to_csv(
+        tmp_path / "patients.tsv", sep="\t", index=False
+    )
+    pd.DataFrame({"slide_id": ["good", "plain"], "patient_id": ["P1", "P2"], "path": ["good.svs", "plain.tif"]}).to_csv(
+        tmp_path / "slides.tsv", sep="\t", index=False
+    )
+    pd.DataFrame({"case_id": ["P1", "P2"], "slide_id": ["good.svs", "plain.tif"], "TP53_rnaseq": [0.1, -0.2]}).to_csv(
+        tmp_path / "genomics.csv"
+    )
+    pd.DataFrame({"Tumor Suppressor Genes": ["TP53"]}).to_csv(tmp_path / "signatures.csv", index=False)
+    cohort = {
+        "modalities": ["wsi", "genomics"],
+        "patients": "patients.tsv",
+        "slides": "slides.tsv",
+        "genomics": {"table": "genomics.csv", "signatures": "signatures.csv"},
+    }
+    (tmp_path / "config").mkdir(exist_ok=True)
+    (tmp_path / "config" / "config.yaml").write_text(
+        yaml.safe_dump({"cohorts": {"mine": cohort}, "tiling": {"on_error": on_error}})
+    )
+
+
+@pytest.mark.integration
+def test_bad_slide_is_excluded_or_stops_the_run(tmp_path):
+    user_cohort(tmp_path, "exclude")
+    target = "results/mine/patches/tiling_summary.tsv"
+    run([*SNAKEMAKE, "--cores", "2", "--directory", str(tmp_path), target], tmp_path)
+    summary = pd.read_csv(tmp_path / target, sep="\t").set_index("slide_id")
+    assert summary.loc["good", "status"] == "ok" and summary.loc["good", "patches"] > 10
+    assert summary.loc["plain", "status"] == "excluded" and "non-pyramidal" in summary.loc["plain", "reason"]
+
+    user_cohort(tmp_path, "fail")
+    done = run([*SNAKEMAKE, "--cores", "2", "--directory", str(tmp_path), "--forceall", target], tmp_path, check=False)
+    assert done.returncode != 0
+    log = (tmp_path / "logs" / "tile_slide" / "mine" / "plain.log").read_text()
+    assert "slide plain" in log and "non-pyramidal" in log
+    assert not (tmp_path / "results" / "mine" / "patches" / "plain.h5").exists()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from workflow.demo import genomics, mri, svs, tissue
+from workflow.demo import genomics, mri, tissue
 from workflow.demo.design import DemoSpec, item_rng, slides_table, truth_table
 from workflow.io import atomic_path
 
@@ -51,8 +51,7 @@ def make_slide(
     rng = item_rng(spec.seed, _SLIDE_STREAM, int(slide["slide_index"]))
     layout = tissue.random_layout(rng)
     mpp = float(slide["mpp"])
-    image = tissue.render(layout, mpp, view, rng)
-    svs.write_aperio_svs(path, image, mpp=mpp, app_mag=int(slide["magnification"]))
+    tissue.write_slide(path, layout, tissue.appearance(layout, view, rng), mpp, int(slide["magnification"]))
 
 
 def make_mri(spec: DemoSpec, truth: pd.DataFrame, patient_id: str, out_dir: str | os.PathLike[str]) -> None:

@@ -1,0 +1,49 @@
+# Tissue segmentation and patch coordinates at 20x, one job per slide, plus the cohort summary.
+
+
+rule tile_slide:
+    input:
+        slide=get_slide_path,
+    output:
+        coords="results/{cohort}/patches/{slide}.h5",
+        contours="results/{cohort}/patches/contours/{slide}.geojson",
+        mask="results/{cohort}/patches/qc/{slide}.mask.jpg",
+        grid="results/{cohort}/patches/qc/{slide}.grid.jpg",
+    log:
+        "logs/tile_slide/{cohort}/{slide}.log",
+    benchmark:
+        "benchmarks/tile_slide/{cohort}/{slide}.tsv"
+    conda:
+        "../envs/wsi.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        mpp=get_slide_mpp,
+        tiling=lookup(dpath="tiling", within=config),
+        mpp_from_objective_power=lookup(
+            dpath="wsi/mpp_from_objective_power", within=config
+        ),
+    script:
+        "../scripts/tile_slide.py"
+
+
+rule summarize_tiling:
+    input:
+        get_patch_files,
+    output:
+        report(
+            "results/{cohort}/patches/tiling_summary.tsv",
+            caption="../workflow/report/tiling_summary.rst",
+            category="Tiling",
+            labels={"cohort": "{cohort}"},
+        ),
+    log:
+        "logs/summarize_tiling/{cohort}.log",
+    conda:
+        "../envs/wsi.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+    script:
+        "../scripts/summarize_tiling.py"

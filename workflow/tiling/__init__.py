@@ -1,0 +1,1 @@
+"""WSI tiling, CLAM-style: tissue segmentation, a patch grid at a physical resolution, QC output."""
