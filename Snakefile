@@ -16,6 +16,9 @@ include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/cohort.smk"
 include: "rules/tiling.smk"
+include: "rules/features.smk"
+include: "rules/genomics.smk"
+include: "rules/mri.smk"
 
 
 rule all:

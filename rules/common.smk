@@ -1,6 +1,7 @@
 # Config and sheet loading, validation, wildcard constraints and input functions (no rules here).
 import re
 import sys
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -13,6 +14,7 @@ from workflow.demo.design import LIVER_SEQUENCES, demo_root
 validate(config, schema="../config/schemas/config.schema.yaml")
 COHORTS = load_cohorts(config)
 DEMO_COHORTS = [name for name, c in COHORTS.items() if c.demo is not None]
+ENCODER = config["features"]["encoder"]
 
 
 def _alternatives(ids):
@@ -24,6 +26,7 @@ wildcard_constraints:
     cohort=_alternatives(COHORTS),
     slide=_alternatives(s for c in COHORTS.values() for s in c.slide_ids),
     patient=_alternatives(p for c in COHORTS.values() for p in c.patient_ids),
+    encoder=re.escape(ENCODER),
 
 
 def get_demo_config(wildcards):
@@ -76,6 +79,85 @@ def get_patch_files(wildcards):
     ]
 
 
+def get_feature_files(wildcards):
+    """Features files of all slides of a cohort for the configured encoder."""
+    return [
+        f"results/{wildcards.cohort}/features/{wildcards.encoder}/{s}.h5"
+        for s in COHORTS[wildcards.cohort].slide_ids
+    ]
+
+
+def get_weights_file(wildcards):
+    """The local weights file, as an input so that replacing it re-extracts (none for hub/random)."""
+    weights = config["features"]["weights"]
+    return [] if weights in ("hub", "random") else [weights]
+
+
+def get_clam_features_file(wildcards):
+    """The CLAM features file of a slide in the import folder (<slide>.h5, else <slide>.pt)."""
+    folder = Path(config["features"]["import_clam"])
+    h5 = folder / f"{wildcards.slide}.h5"
+    return str(
+        h5
+        if h5.exists() or not (folder / f"{wildcards.slide}.pt").exists()
+        else folder / f"{wildcards.slide}.pt"
+    )
+
+
+def get_genomics_table(wildcards):
+    """The cohort's MCAT/TCGA genomics table."""
+    return COHORTS[wildcards.cohort].genomics["table"]
+
+
+def get_signatures(wildcards):
+    """The cohort's signatures.csv."""
+    return COHORTS[wildcards.cohort].genomics["signatures"]
+
+
+def get_patient_column(wildcards):
+    """Column of the genomics table holding patient IDs."""
+    return COHORTS[wildcards.cohort].genomics.get("patient_column", "case_id")
+
+
+def get_patient_ids(wildcards):
+    """Patient IDs of a cohort, in sheet order (the row order of its tensors)."""
+    return COHORTS[wildcards.cohort].patient_ids
+
+
+def _mri_rows(wildcards):
+    mri = COHORTS[wildcards.cohort].mri
+    return mri[mri["patient_id"] == wildcards.patient]
+
+
+def get_mri_images(wildcards):
+    """Sequence name -> image path for one patient."""
+    rows = _mri_rows(wildcards)
+    return dict(zip(rows["sequence"], rows["image"]))
+
+
+def get_mri_mask(wildcards):
+    """The tumour mask of one patient."""
+    return _mri_rows(wildcards)["mask"].iloc[0]
+
+
+def get_mri_files(wildcards):
+    """All MRI files of one patient (images and mask), as inputs."""
+    return sorted(set(get_mri_images(wildcards).values()) | {get_mri_mask(wildcards)})
+
+
+def get_mri_sequences(wildcards):
+    """The cohort's sequences, in channel order."""
+    return list(COHORTS[wildcards.cohort].sequences)
+
+
+def get_mri_patient_rois(wildcards):
+    """Per-patient ROI files of a cohort, in patient order."""
+    return [
+        f"results/{wildcards.cohort}/mri/patients/{p}.h5"
+        for p in COHORTS[wildcards.cohort].patient_ids
+    ]
+
+
 def get_final_output():
     """Default targets: what the implemented stages yield for every cohort."""
     targets = []
@@ -83,7 +165,23 @@ def get_final_output():
         targets += [
             f"results/{name}/slides/inventory.tsv",
             f"results/{name}/patches/tiling_summary.tsv",
+            f"results/{name}/features/{ENCODER}/features_summary.tsv",
         ]
+        if "genomics" in COHORTS[name].modalities:
+            targets += [
+                f"results/{name}/genomics/pathways.h5",
+                f"results/{name}/genomics/families.tsv",
+            ]
+        if "mri" in COHORTS[name].modalities:
+            targets.append(f"results/{name}/mri/roi.h5")
+            targets += [
+                f"results/{name}/mri/qc/{p}.png" for p in COHORTS[name].patient_ids
+            ]
+        if config["features"]["write_clam_pt"]:
+            targets += [
+                f"results/{name}/features/{ENCODER}/pt_files/{s}.pt"
+                for s in COHORTS[name].slide_ids
+            ]
     for name in DEMO_COHORTS:
         targets += get_demo_outputs(name)
     return targets

@@ -169,8 +169,13 @@ def test_mri_sheet_checks(cohort_dir):
         match=r"sequence not among the configured mri: sequences: \['t1w'\]: line 3 \(t2w\), line 5 \(t2w\)",
     ):
         load_cohort("c", cfg)
-    write(tmp_path / "mri.tsv", rows[:2])
     cfg["mri"]["sequences"] = ["t1w", "t2w"]
+    rows[1]["mask"] = str(tmp_path / "a.svs")
+    write(tmp_path / "mri.tsv", rows)
+    with pytest.raises(CohortError, match=r"patient\(s\) 001 list different masks"):
+        load_cohort("c", cfg)
+    rows[1]["mask"] = rows[0]["mask"]
+    write(tmp_path / "mri.tsv", rows[:2])
     with pytest.raises(CohortError, match=r"patient\(s\) with no MRI: P2"):
         load_cohort("c", cfg)
 

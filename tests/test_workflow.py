@@ -5,14 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import openslide
 import pandas as pd
 import pytest
 import tifffile
+import torch
 import yaml
 
 from tests.conftest import ROOT
+from workflow.genomics import read_pathways
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 
@@ -48,6 +51,11 @@ def test_dry_run_of_the_full_dag():
     assert int(counts["inventory_slides"]) == len(cohorts)
     assert int(counts["tile_slide"]) == int(counts["demo_slide"])
     assert int(counts["summarize_tiling"]) == len(cohorts)
+    assert int(counts["extract_features"]) == int(counts["demo_slide"])
+    assert int(counts["summarize_features"]) == len(cohorts)
+    assert int(counts["build_pathways"]) == sum("genomics" in c.modalities for c in cohorts.values())
+    assert int(counts["crop_mri"]) == int(counts["demo_mri"])
+    assert int(counts["gather_mri"]) == sum("mri" in c.modalities for c in cohorts.values())
     assert int(counts["demo_mri"]) == sum(len(c.patient_ids) for c in cohorts.values() if c.mri is not None)
 
 
@@ -62,7 +70,8 @@ def tiny_config(tmp_path, n_patients=3):
                 "modalities": ["wsi", "mri"],
                 "demo": {"kind": "liver", "seed": 6, "n_patients": n_patients},
             },
-        }
+        },
+        "features": {"weights": "random", "write_clam_pt": True},
     }
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
@@ -102,12 +111,31 @@ def test_demo_run_makes_real_cohorts(tmp_path):
                     tmp_path / "results" / cohort / "patches" / "qc" / f"{slide_id}.{picture}.jpg"
                 ).stat().st_size > 1000
             assert (tmp_path / "benchmarks" / "tile_slide" / cohort / f"{slide_id}.tsv").is_file()
+        features_dir = tmp_path / "results" / cohort / "features" / "resnet50_trunc"
+        features = pd.read_csv(features_dir / "features_summary.tsv", sep="\t", dtype={"slide_id": str}).set_index(
+            "slide_id"
+        )
+        assert (features["status"] == "ok").all() and (features["weights_source"].str.startswith("random")).all()
+        assert features["n_patches"].to_dict() == tiling.set_index("slide_id")["patches"].to_dict()
+        for slide_id in tiling["slide_id"]:
+            pt = torch.load(features_dir / "pt_files" / f"{slide_id}.pt", weights_only=True)
+            assert pt.shape == (features.loc[slide_id, "n_patches"], 1024)
+        assert (
+            "RANDOM weights" in (tmp_path / "logs" / "summarize_features" / cohort / "resnet50_trunc.log").read_text()
+        )
         if kind == "tcga":
             table = pd.read_csv(root / "genomics.csv", index_col=0)
             assert sorted(table["case_id"]) == sorted(demo_slides["patient_id"])
+            patients, matrices, _ = read_pathways(tmp_path / "results" / cohort / "genomics" / "pathways.h5")
+            assert patients == list(truth["patient_id"]) and len(matrices) == 6
+            families = pd.read_csv(tmp_path / "results" / cohort / "genomics" / "families.tsv", sep="\t")
+            assert (families["columns"] > 0).all()
         else:
             for patient in truth["patient_id"]:
                 assert len(list((root / "mri" / patient).glob("*.nii.gz"))) == 6
+                assert (tmp_path / "results" / cohort / "mri" / "qc" / f"{patient}.png").is_file()
+            with h5py.File(tmp_path / "results" / cohort / "mri" / "roi.h5") as h5:
+                assert h5["channels"].shape == (len(truth), 5, 64, 64, 64) and h5["present"][:].all()
 
     again = run([*SNAKEMAKE, "--cores", "2", "--directory", str(tmp_path), "-n"], tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -177,7 +205,9 @@ def user_cohort(tmp_path, on_error):
     }
     (tmp_path / "config").mkdir(exist_ok=True)
     (tmp_path / "config" / "config.yaml").write_text(
-        yaml.safe_dump({"cohorts": {"mine": cohort}, "tiling": {"on_error": on_error}})
+        yaml.safe_dump(
+            {"cohorts": {"mine": cohort}, "tiling": {"on_error": on_error}, "features": {"weights": "random"}}
+        )
     )
 
 
@@ -189,6 +219,15 @@ def test_bad_slide_is_excluded_or_stops_the_run(tmp_path):
     summary = pd.read_csv(tmp_path / target, sep="\t").set_index("slide_id")
     assert summary.loc["good", "status"] == "ok" and summary.loc["good", "patches"] > 10
     assert summary.loc["plain", "status"] == "excluded" and "non-pyramidal" in summary.loc["plain", "reason"]
+    features = "results/mine/features/resnet50_trunc/features_summary.tsv"
+    run([*SNAKEMAKE, "--cores", "2", "--directory", str(tmp_path), features], tmp_path)
+    table = pd.read_csv(tmp_path / features, sep="\t").set_index("slide_id")
+    assert table.loc["plain", "status"] == "excluded" and table.loc["plain", "n_patches"] == 0
+    assert table.loc["good", "status"] == "ok" and table.loc["good", "n_patches"] == summary.loc["good", "patches"]
+    assert (
+        "excluded at tiling"
+        in (tmp_path / "logs" / "extract_features" / "mine" / "resnet50_trunc" / "plain.log").read_text()
+    )
 
     user_cohort(tmp_path, "fail")
     done = run([*SNAKEMAKE, "--cores", "2", "--directory", str(tmp_path), "--forceall", target], tmp_path, check=False)

@@ -223,6 +223,11 @@ def load_cohort(name: str, cfg: Mapping[str, Any]) -> Cohort:
             raise CohortError(
                 f"{sources['mri']}: sequence not among the configured mri: sequences: {list(cohort.sequences)}: {listing}"
             )
+        masks = mri.groupby("patient_id")["mask"].nunique()
+        if (masks > 1).any():
+            raise CohortError(
+                f"{sources['mri']}: patient(s) {', '.join(masks.index[masks > 1])} list different masks; one tumour mask per patient"
+            )
         files |= {
             f"MRI {r.patient_id}/{r.sequence} {col}": getattr(r, col)
             for r in mri.itertuples()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from workflow.io import atomic_path
+from workflow.io import write_tsv
 from workflow.slides import SlideError, describe, open_slide
 
 COLUMNS = [
@@ -49,6 +49,5 @@ def write_inventory(
 ) -> pd.DataFrame:
     """Write the inventory TSV atomically and return it."""
     table = inventory(slides, from_objective_power)
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False)
+    write_tsv(table, path)
     return table

@@ -10,7 +10,7 @@ import pandas as pd
 
 from workflow.demo import genomics, mri, tissue
 from workflow.demo.design import DemoSpec, item_rng, slides_table, truth_table
-from workflow.io import atomic_path
+from workflow.io import write_tsv
 
 # Scan resolutions as Aperio reports them for 40x and 20x scans.
 MPP_BY_MAGNIFICATION = {40: 0.252, 20: 0.499}
@@ -25,12 +25,10 @@ def spec_from_config(demo: Mapping[str, Any]) -> DemoSpec:
 def write_tables(spec: DemoSpec, truth_path: str | os.PathLike[str], slides_path: str | os.PathLike[str]) -> None:
     """Write the hidden truth (one row per patient) and the demo slide table."""
     truth = truth_table(spec)
-    with atomic_path(truth_path) as tmp:
-        truth.to_csv(tmp, sep="\t", index=False)
+    write_tsv(truth, truth_path)
     slides = slides_table(spec, truth)
     slides["mpp"] = slides["magnification"].map(MPP_BY_MAGNIFICATION)
-    with atomic_path(slides_path) as tmp:
-        slides.to_csv(tmp, sep="\t", index=False)
+    write_tsv(slides, slides_path)
 
 
 def read_tables(

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from workflow.io import atomic_path
+from workflow.io import write_tsv
 from workflow.tiling.tile import read_tiling_attrs
 
 COLUMNS = {
@@ -37,6 +37,5 @@ def summary(coords_files: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
 def write_summary(coords_files: Iterable[str | os.PathLike[str]], path: str | os.PathLike[str]) -> pd.DataFrame:
     """Write the summary TSV atomically and return it."""
     table = summary(coords_files)
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False)
+    write_tsv(table, path)
     return table

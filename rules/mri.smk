@@ -1,0 +1,39 @@
+# MRI tumour ROI crops: one job per patient, gathered per cohort.
+
+
+rule crop_mri:
+    input:
+        get_mri_files,
+    output:
+        h5="results/{cohort}/mri/patients/{patient}.h5",
+        qc="results/{cohort}/mri/qc/{patient}.png",
+    log:
+        "logs/crop_mri/{cohort}/{patient}.log",
+    conda:
+        "../envs/wsi.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        images=get_mri_images,
+        mask=get_mri_mask,
+        sequences=get_mri_sequences,
+        roi=lookup(dpath="mri_roi", within=config),
+    script:
+        "../scripts/crop_mri.py"
+
+
+rule gather_mri:
+    input:
+        get_mri_patient_rois,
+    output:
+        "results/{cohort}/mri/roi.h5",
+    log:
+        "logs/gather_mri/{cohort}.log",
+    conda:
+        "../envs/wsi.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    script:
+        "../scripts/gather_mri.py"

@@ -1,0 +1,16 @@
+"""Stack a cohort's per-patient MRI ROIs into one file (patients x channels x D x H x W).
+
+input: the per-patient ROI files; output: the cohort file
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+
+from workflow.logs import log_to_file
+from workflow.mri import gather_rois
+
+log = log_to_file(snakemake.log[0])
+n = gather_rois(snakemake.input, snakemake.output[0], {"cohort": snakemake.wildcards.cohort})
+log.info("gathered %d patients", n)

@@ -1,0 +1,282 @@
+"""Patch features: fast and naive reading agree, equal timm on the same pixels, outputs, failures, weights."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import openslide
+import pytest
+import tifffile
+import timm
+import torch
+from safetensors.torch import save_file
+from torchvision.transforms import v2
+
+from workflow.demo import tissue
+from workflow.demo.design import item_rng
+from workflow.features import extract as extract_module
+from workflow.features.clam_import import import_clam
+from workflow.features.device import claim_device
+from workflow.features.encoders import WeightsError, encoder_spec, load_encoder
+from workflow.features.extract import FeatureError, FeatureSettings, extract_slide, read_features, write_clam_pt
+from workflow.features.reading import plan_blocks, preprocess
+from workflow.tiling.params import tiling_params
+from workflow.tiling.tile import TileOutputs, tile_slide
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_encoder(encoder_spec("resnet50_trunc"), "random")
+
+
+def make_tiled_slide(tmp_path, mpp=0.25, downsamples=(1, 4, 16), name="s", key=0):
+    """A small synthetic slide and its tiling output; returns (slide path, coords path)."""
+    rng = item_rng(31, key)
+    layout = tissue.random_layout(rng)
+    slide = tmp_path / f"{name}.svs"
+    tissue.write_slide(slide, layout, tissue.appearance(layout, 0.5, rng), mpp, round(10 / mpp), downsamples)
+    out = TileOutputs(*(str(tmp_path / f"{name}.{e}") for e in ("coords.h5", "geojson", "mask.jpg", "grid.jpg")))
+    tile_slide(name, slide, tiling_params({}), out)
+    return str(slide), out.coords
+
+
+@pytest.fixture(scope="module")
+def slide40(tmp_path_factory):
+    return make_tiled_slide(tmp_path_factory.mktemp("s40"))
+
+
+def run(slide, coords, out, encoder, **settings):
+    return extract_slide("s", slide, coords, str(out), encoder, FeatureSettings(**settings), CPU, threads=2)
+
+
+def test_block_and_per_patch_reading_give_the_same_features(slide40, encoder, tmp_path):
+    slide, coords = slide40
+    run(slide, coords, tmp_path / "fast.h5", encoder, block=4)
+    run(slide, coords, tmp_path / "naive.h5", encoder, block=1)
+    fast, fast_xy, _ = read_features(tmp_path / "fast.h5")
+    naive, naive_xy, _ = read_features(tmp_path / "naive.h5")
+    assert fast.shape == (len(fast_xy), 1024) and np.array_equal(fast_xy, naive_xy)
+    assert np.abs(fast - naive).max() <= 1e-5
+
+
+def test_features_equal_timm_on_the_same_pixels(slide40, encoder, tmp_path):
+    """An independent path: per-patch read_region, torchvision resize, timm features_only + mean pool."""
+    slide, coords = slide40
+    run(slide, coords, tmp_path / "f.h5", encoder)
+    ours, xy, attrs = read_features(tmp_path / "f.h5")
+    torch.manual_seed(0)
+    full = timm.create_model("resnet50.tv_in1k", pretrained=False)
+    trunk = timm.create_model("resnet50.tv_in1k", pretrained=False, features_only=True, out_indices=(3,))
+    trunk.load_state_dict({k: v for k, v in full.state_dict().items() if not k.startswith(("layer4", "fc"))})
+    trunk.eval()
+    with openslide.OpenSlide(slide) as wsi, h5py.File(coords) as h5:
+        size, level = int(h5["coords"].attrs["read_size"]), int(h5["coords"].attrs["read_level"])
+        pixels = torch.stack(
+            [
+                torch.from_numpy(np.array(wsi.read_region((int(x), int(y)), level, (size, size)).convert("RGB")))
+                for x, y in xy[:8]
+            ]
+        )
+    with torch.inference_mode():
+        reference = trunk(preprocess(pixels, 224, attrs["mean"], attrs["std"]))[0].mean(dim=(2, 3)).numpy()
+    assert np.abs(reference - ours[:8]).max() <= 1e-5
+
+
+def test_preprocessing_matches_torchvision():
+    """Resize and normalisation equal torchvision's on uint8 tensors (bilinear, antialiased)."""
+    image = torch.randint(0, 256, (512, 512, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    transform = v2.Compose(
+        [
+            v2.Resize(224, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std),
+        ]
+    )
+    assert (preprocess(image[None], 224, mean, std)[0] - transform(image.permute(2, 0, 1))).abs().max() <= 1e-5
+
+
+def test_level_with_integer_downsample_reads_identically(tmp_path, encoder):
+    """A 40x scan with a 20x level: 256 px read at level 1, block and per-patch reads still agree."""
+    slide, coords = make_tiled_slide(tmp_path, downsamples=(1, 2, 8))
+    with h5py.File(coords) as h5:
+        assert h5["coords"].attrs["read_level"] == 1 and h5["coords"].attrs["read_size"] == 256
+    run(slide, coords, tmp_path / "a.h5", encoder, block=4)
+    run(slide, coords, tmp_path / "b.h5", encoder, block=1)
+    assert np.abs(read_features(tmp_path / "a.h5")[0] - read_features(tmp_path / "b.h5")[0]).max() <= 1e-5
+
+
+def test_output_layout_and_attributes(slide40, encoder, tmp_path):
+    slide, coords = slide40
+    run(slide, coords, tmp_path / "f.h5", encoder, dtype="float16")
+    with h5py.File(tmp_path / "f.h5") as h5, h5py.File(coords) as tiles:
+        assert h5["features"].dtype == np.float16 and h5["features"].shape[1] == 1024
+        assert np.array_equal(h5["coords"][:], tiles["coords"][:])
+        assert h5["coords"].attrs["patch_size_level0"] == tiles["coords"].attrs["patch_size_level0"]
+        assert h5["coords"].attrs["patch_level"] == 0 and h5["coords"].attrs["patch_size"] == 512
+        attrs = dict(h5.attrs)
+    assert attrs["encoder"] == "resnet50_trunc" and attrs["timm_name"] == "resnet50.tv_in1k"
+    assert attrs["weights_source"].startswith("random") and len(attrs["weights_sha256"]) == 64
+    assert attrs["input_size"] == 224 and attrs["dtype"] == "float16" and attrs["status"] == "ok"
+    assert attrs["n_failed"] == 0 and attrs["n_patches"] == len(read_features(tmp_path / "f.h5")[0])
+
+
+def test_plan_blocks_covers_every_patch_once():
+    coords = np.array([[x, y] for y in range(0, 2560, 256) for x in range(0, 2560, 256)])
+    blocks = plan_blocks(coords, 256, 4)
+    assert sorted(np.concatenate(blocks).tolist()) == list(range(len(coords)))
+    assert max(len(b) for b in blocks) == 16 and len(plan_blocks(coords, 256, 1)) == len(coords)
+
+
+def test_a_killed_run_leaves_nothing_and_a_rerun_completes(slide40, encoder, tmp_path, monkeypatch):
+    slide, coords = slide40
+    calls = {"n": 0}
+    real = extract_module.encode
+
+    def dies_on_second_batch(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*args)
+
+    monkeypatch.setattr(extract_module, "encode", dies_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run(slide, coords, tmp_path / "f.h5", encoder, batch_size=8)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(extract_module, "encode", real)
+    run(slide, coords, tmp_path / "f.h5", encoder, batch_size=8)
+    assert read_features(tmp_path / "f.h5")[2]["status"] == "ok"
+
+
+def corrupt_tile(path, level, x_px, y_px):
+    """Overwrite one JPEG tile of a level with garbage, as a damaged scan would have."""
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[level]
+        across = -(-page.imagewidth // page.tilewidth)
+        index = (y_px // page.tilelength) * across + x_px // page.tilewidth
+        offset, count = page.dataoffsets[index], page.databytecounts[index]
+    with open(path, "r+b") as fh:
+        fh.seek(offset + count // 3)
+        fh.write(b"\x00\xff" * (count // 3))
+
+
+def test_corrupt_region_is_dropped_and_reported(tmp_path, encoder):
+    slide, coords = make_tiled_slide(tmp_path)
+    with h5py.File(coords) as h5:
+        xy = h5["coords"][:]
+    x, y = (int(v) for v in xy[len(xy) // 2])
+    corrupt_tile(slide, 0, x + 300, y + 300)
+    attrs = run(slide, coords, tmp_path / "f.h5", encoder, max_failed_fraction=0.2)
+    assert attrs["n_failed"] >= 1
+    _, kept, _ = read_features(tmp_path / "f.h5")
+    with h5py.File(tmp_path / "f.h5") as h5:
+        failed = h5["failed_coords"][:]
+    assert [x, y] in failed.tolist() and [x, y] not in kept.tolist()
+    assert len(kept) + len(failed) == len(xy)
+    with pytest.raises(FeatureError, match=r"slide s: \d+ of \d+ patches could not be read.*max_failed_fraction"):
+        run(slide, coords, tmp_path / "g.h5", encoder, max_failed_fraction=0.0)
+    assert not (tmp_path / "g.h5").exists()
+
+
+def test_excluded_slide_gives_an_empty_marked_file(tmp_path, encoder):
+    coords = tmp_path / "c.h5"
+    with h5py.File(coords, "w") as h5:
+        dataset = h5.create_dataset("coords", data=np.empty((0, 2), np.int64))
+        dataset.attrs["status"], dataset.attrs["reason"] = "excluded", "no tissue found"
+    attrs = run("missing.svs", str(coords), tmp_path / "f.h5", encoder)
+    features, xy, file_attrs = read_features(tmp_path / "f.h5")
+    assert attrs["status"] == file_attrs["status"] == "excluded" and features.shape == (0, 1024) and len(xy) == 0
+
+
+def test_offline_hub_weights_error_says_how_to_provide_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(
+        WeightsError,
+        match=r"(?s)no weights for encoder 'resnet50_trunc'.*weights: /path/to/weights.safetensors.*HF_HOME.*weights: random",
+    ):
+        load_encoder(encoder_spec("resnet50_trunc"), "hub")
+    with pytest.raises(WeightsError, match="no public hub weights"):
+        load_encoder(encoder_spec("uni_v1"), "hub")
+
+
+def test_local_weights_file_changes_the_features(slide40, encoder, tmp_path):
+    torch.manual_seed(123)
+    state = timm.create_model("resnet50.tv_in1k", pretrained=False).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "w.safetensors")
+    torch.save(state, tmp_path / "w.pth")
+    from_file = load_encoder(encoder_spec("resnet50_trunc"), str(tmp_path / "w.safetensors"))
+    assert from_file.weights_source.startswith("file:") and from_file.weights_sha256 != encoder.weights_sha256
+    assert (
+        load_encoder(encoder_spec("resnet50_trunc"), str(tmp_path / "w.pth")).weights_sha256 == from_file.weights_sha256
+    )
+    slide, coords = slide40
+    run(slide, coords, tmp_path / "random.h5", encoder)
+    run(slide, coords, tmp_path / "file.h5", from_file)
+    assert np.abs(read_features(tmp_path / "random.h5")[0] - read_features(tmp_path / "file.h5")[0]).max() > 1e-2
+    save_file({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.safetensors")
+    with pytest.raises(WeightsError, match=r"does not fit timm 'resnet50\.tv_in1k'"):
+        load_encoder(encoder_spec("resnet50_trunc"), str(tmp_path / "bad.safetensors"))
+
+
+def test_other_timm_models_by_name():
+    spec = encoder_spec("resnet18.a1_in1k")
+    assert spec.input_size == 224 and spec.truncate_after is None
+    loaded = load_encoder(spec, "random")
+    assert loaded.dim == 512
+    assert encoder_spec("resnet50_trunc", input_size=256).input_size == 256
+    with pytest.raises(WeightsError, match="neither in the registry"):
+        encoder_spec("not_a_model_xyz")
+
+
+def test_clam_pt_export_and_import(slide40, encoder, tmp_path):
+    slide, coords = slide40
+    run(slide, coords, tmp_path / "f.h5", encoder)
+    write_clam_pt(tmp_path / "f.h5", tmp_path / "s.pt")
+    features, xy, _ = read_features(tmp_path / "f.h5")
+    pt = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert pt.dtype == torch.float32 and np.array_equal(pt.numpy(), features)
+    import_clam("s", tmp_path / "s.pt", coords, tmp_path / "from_pt.h5", "resnet50_trunc")
+    imported, imported_xy, attrs = read_features(tmp_path / "from_pt.h5")
+    assert (
+        np.array_equal(imported, features)
+        and np.array_equal(imported_xy, xy)
+        and attrs["weights_source"].startswith("imported from CLAM")
+    )
+    with h5py.File(tmp_path / "clam.h5", "w") as h5:  # CLAM's h5_files layout: features + int32 coords, no attributes
+        h5["features"], h5["coords"] = features[:5], xy[:5].astype(np.int32)
+    import_clam("s", tmp_path / "clam.h5", coords, tmp_path / "from_h5.h5", "resnet50_trunc")
+    assert len(read_features(tmp_path / "from_h5.h5")[0]) == 5
+    torch.save(pt[:3].clone(), tmp_path / "short.pt")
+    with pytest.raises(FeatureError, match=r"slide s: .*short.pt has 3 patches but this workflow's tiling has \d+"):
+        import_clam("s", tmp_path / "short.pt", coords, tmp_path / "x.h5", "resnet50_trunc")
+
+
+def test_device_is_the_cpu_without_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible; see test_gpu_claims_are_exclusive")
+    with claim_device() as device:
+        assert device.type == "cpu"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_claims_are_exclusive_and_amp_matches_fp32(slide40, encoder, tmp_path, monkeypatch):
+    monkeypatch.setattr("workflow.features.device.LOCK_DIR", tmp_path / "locks")
+    with claim_device() as first:
+        assert first.type == "cuda"
+        if torch.cuda.device_count() == 1:
+            with (
+                pytest.raises(RuntimeError, match="GPUs stayed busy"),
+                claim_device(wait_seconds=0.2, poll_seconds=0.1),
+            ):
+                pass
+        slide, coords = slide40
+        extract_slide("s", slide, coords, str(tmp_path / "gpu.h5"), encoder, FeatureSettings(), first, threads=4)
+    run(slide, coords, tmp_path / "cpu.h5", load_encoder(encoder_spec("resnet50_trunc"), "random"))
+    gpu, cpu = read_features(tmp_path / "gpu.h5")[0], read_features(tmp_path / "cpu.h5")[0]
+    assert np.abs(gpu - cpu).max() / np.abs(cpu).max() < 0.02

@@ -1,0 +1,154 @@
+"""MRI ROI crops: the tumour inside a fixed grid, other grids resampled, every bad input named."""
+
+from __future__ import annotations
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from workflow.demo.design import LIVER_SEQUENCES, DemoSpec, truth_table
+from workflow.demo.make import make_mri
+from workflow.mri import MRIError, ROISettings, crop_patient, gather_rois, qc_picture, roi_settings, write_patient_roi
+
+SEQ = list(LIVER_SEQUENCES)
+
+
+@pytest.fixture(scope="module")
+def patient(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mri")
+    spec = DemoSpec(kind="liver", seed=8, n_patients=3)
+    make_mri(spec, truth_table(spec), "DL-0001", folder)
+    return folder
+
+
+def images(folder):
+    return {s: str(folder / f"{s}.nii.gz") for s in SEQ}
+
+
+def tumour_points(mask_path):
+    mask = sitk.ReadImage(str(mask_path))
+    idx = np.argwhere(sitk.GetArrayFromImage(mask) > 0)
+    return np.asarray([mask.TransformIndexToPhysicalPoint([int(v) for v in p[::-1]]) for p in idx])
+
+
+def inside_box(roi, points, slack=1e-6):
+    direction = roi.direction.reshape(3, 3)
+    local = (points - roi.box_mm[0]) @ direction
+    extent = (roi.box_mm[1] - roi.box_mm[0]) @ direction
+    return ((local >= -slack) & (local <= extent + slack)).all()
+
+
+def test_crop_shape_box_and_normalisation(patient):
+    roi = crop_patient(
+        "DL-0001", images(patient), str(patient / "tumour_mask.nii.gz"), SEQ, ROISettings(roi_shape=(32, 40, 48))
+    )
+    assert roi.channels.shape == (5, 32, 40, 48) and roi.mask.shape == (32, 40, 48) and roi.present.all()
+    assert inside_box(roi, tumour_points(patient / "tumour_mask.nii.gz"))
+    tumour = roi.mask.astype(bool)
+    for channel in roi.channels:
+        assert abs(channel[tumour].mean()) < 1e-4 and abs(channel[tumour].std() - 1) < 1e-3
+    # The margin: no tumour on the ROI's faces.
+    assert not roi.mask[0].any() and not roi.mask[-1].any() and not roi.mask[:, :, 0].any()
+
+
+def test_sequence_on_another_grid_is_resampled_into_register(patient, tmp_path):
+    """t2w stored at half resolution with a shifted field of view still lines up with the mask."""
+    image = sitk.ReadImage(str(patient / "t2w.nii.gz"))
+    coarse = sitk.Resample(
+        image,
+        [s // 2 for s in image.GetSize()],
+        sitk.Transform(),
+        sitk.sitkLinear,
+        image.GetOrigin(),
+        [2 * s for s in image.GetSpacing()],
+        image.GetDirection(),
+    )
+    sitk.WriteImage(coarse, str(tmp_path / "t2w.nii.gz"))
+    paths = images(patient) | {"t2w": str(tmp_path / "t2w.nii.gz")}
+    settings = ROISettings(normalise="none")
+    fine = crop_patient("DL-0001", images(patient), str(patient / "tumour_mask.nii.gz"), SEQ, settings)
+    mixed = crop_patient("DL-0001", paths, str(patient / "tumour_mask.nii.gz"), SEQ, settings)
+    tumour = fine.mask.astype(bool)
+    assert np.corrcoef(fine.channels[4].ravel(), mixed.channels[4].ravel())[0, 1] > 0.8
+    assert (
+        abs(mixed.channels[4][tumour].mean() - fine.channels[4][tumour].mean()) < 0.1 * fine.channels[4][tumour].mean()
+    )
+
+
+def test_missing_sequence(patient):
+    paths = images(patient)
+    del paths["delay"]
+    with pytest.raises(MRIError, match=r"patient DL-0001: sequence 'delay' missing.*missing_sequence: zero"):
+        crop_patient("DL-0001", paths, str(patient / "tumour_mask.nii.gz"), SEQ, ROISettings())
+    roi = crop_patient(
+        "DL-0001",
+        paths,
+        str(patient / "tumour_mask.nii.gz"),
+        SEQ,
+        ROISettings(missing_sequence="zero", roi_shape=(16, 16, 16)),
+    )
+    assert roi.present.tolist() == [True, False, True, True, True] and not roi.channels[1].any()
+
+
+def test_empty_mask_nonfinite_and_misregistered_images(patient, tmp_path):
+    mask = nib.load(patient / "tumour_mask.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros(mask.shape, np.uint8), mask.affine), tmp_path / "empty.nii.gz")
+    with pytest.raises(MRIError, match=r"patient P: tumour mask .*empty.nii.gz is empty"):
+        crop_patient("P", images(patient), str(tmp_path / "empty.nii.gz"), SEQ, ROISettings())
+    arterial = nib.load(patient / "arterial.nii.gz")
+    data = arterial.get_fdata().astype(np.float32)
+    data[3, 3, 3] = np.nan
+    nib.save(nib.Nifti1Image(data, arterial.affine), tmp_path / "nan.nii.gz")
+    with pytest.raises(MRIError, match=r"patient P: sequence 'arterial' .*nan.nii.gz has non-finite voxels"):
+        crop_patient(
+            "P",
+            images(patient) | {"arterial": str(tmp_path / "nan.nii.gz")},
+            str(patient / "tumour_mask.nii.gz"),
+            SEQ,
+            ROISettings(),
+        )
+    shifted = arterial.affine.copy()
+    shifted[:3, 3] += 500.0
+    nib.save(nib.Nifti1Image(arterial.get_fdata().astype(np.float32), shifted), tmp_path / "far.nii.gz")
+    with pytest.raises(
+        MRIError, match=r"patient P: sequence 'arterial' .*far.nii.gz\) does not cover the tumour.*registered"
+    ):
+        crop_patient(
+            "P",
+            images(patient) | {"arterial": str(tmp_path / "far.nii.gz")},
+            str(patient / "tumour_mask.nii.gz"),
+            SEQ,
+            ROISettings(),
+        )
+    with pytest.raises(MRIError, match=r"patient P: mask file nowhere\.nii\.gz not found"):
+        crop_patient("P", images(patient), "nowhere.nii.gz", SEQ, ROISettings())
+
+
+def test_patient_files_gather_into_one_cohort_file(patient, tmp_path):
+    settings = roi_settings({"roi_shape": [8, 8, 8], "margin_mm": 5})
+    paths = []
+    for name in ("A", "B"):
+        roi = crop_patient(name, images(patient), str(patient / "tumour_mask.nii.gz"), SEQ, settings)
+        write_patient_roi(tmp_path / f"{name}.h5", name, roi, SEQ)
+        paths.append(tmp_path / f"{name}.h5")
+    qc_picture(tmp_path / "qc.png", "A", roi, SEQ)
+    assert (tmp_path / "qc.png").stat().st_size > 5000
+    assert gather_rois(paths, tmp_path / "roi.h5", {"cohort": "c"}) == 2
+    with h5py.File(tmp_path / "roi.h5") as h5:
+        assert h5["channels"].shape == (2, 5, 8, 8, 8) and h5["masks"].shape == (2, 8, 8, 8)
+        assert [p.decode() for p in h5["patients"][:]] == ["A", "B"] and list(h5.attrs["sequences"]) == SEQ
+        assert h5["spacing"].shape == (2, 3) and h5["present"][:].all()
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("case", ["brain1", "brain2", "breast1"])
+def test_real_volumes_crop_around_every_label_voxel(shared_data, case, tmp_path):
+    mri = shared_data / "mri"
+    image, label = str(mri / f"{case}_image.nii.gz"), mri / f"{case}_label.nii.gz"
+    roi = crop_patient(case, {"t1": image}, str(label), ["t1"], ROISettings(roi_shape=(32, 64, 64)))
+    assert inside_box(roi, tumour_points(label))
+    assert roi.mask.sum() > 0 and np.isfinite(roi.channels).all()
+    qc_picture(tmp_path / "qc.png", case, roi, ["t1"])
+    assert (tmp_path / "qc.png").stat().st_size > 5000

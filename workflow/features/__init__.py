@@ -1,0 +1,1 @@
+"""Patch features: frozen encoders over the tiling stage's patches, one HDF5 per slide."""
