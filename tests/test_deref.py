@@ -1,0 +1,138 @@
+"""DeReF: shapes, the reference's parameter count, each paper-vs-code switch, test-time behaviour."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.deref import DeReF, DeReFOptions, RegionalCrossAttention
+from model.encoders import NystromAttention, TransMIL, moore_penrose_pinv
+
+BLCA = [94, 334, 521, 468, 1496, 479]
+SMALL = [7, 11, 5, 13, 17, 9]
+
+
+def inputs(sizes, n_patches=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, n_patches, 1024, generator=g), [torch.randn(1, d, generator=g) for d in sizes]
+
+
+def test_reference_parameter_count_matches_the_authors_model():
+    # models.md: 6,954,149 parameters used by the authors' DeReF with the BLCA family sizes.
+    assert sum(p.numel() for p in DeReF(BLCA, options=DeReFOptions.reference()).parameters()) == 6_954_149
+
+
+@pytest.mark.parametrize(
+    "options",
+    [DeReFOptions(), DeReFOptions.reference(), DeReFOptions(n_experts=6)],
+    ids=["paper", "reference", "paper-6-experts"],
+)
+@pytest.mark.parametrize("n_patches", [1, 37, 300])
+def test_output_shapes(options, n_patches):
+    torch.manual_seed(0)
+    model = DeReF(SMALL, options=options)
+    wsi, omics = inputs(SMALL, n_patches)
+    out = model(wsi, omics)
+    assert out["hazards"].shape == (1, 4) and out["survival"].shape == (1, 4) and out["risk"].shape == (1,)
+    assert ((out["hazards"] > 0) & (out["hazards"] < 1)).all()
+    assert out["gate"].shape == (1, options.n_experts) and torch.allclose(out["gate"].sum(), torch.tensor(1.0))
+    for key in ("genomic", "pathology", "shared", "explore"):
+        assert out[key].shape == (1, 128)
+    assert out["patch_tokens"].shape == (1, n_patches, 256)
+
+
+def test_reference_gate_needs_four_experts():
+    with pytest.raises(ValueError, match="needs exactly 4 experts"):
+        DeReFOptions(gate="reference", n_experts=6)
+
+
+def test_rca_reference_is_the_authors_formula():
+    torch.manual_seed(1)
+    rca = RegionalCrossAttention(8, 4, reference=True)
+    g, p = torch.randn(1, 8), torch.randn(1, 8)
+    a, b = rca.fc_m(g)[0], rca.fc_p(p)[0]
+    x1, x2 = torch.cat([a, b]), torch.cat([b, a])
+    attention = torch.softmax(torch.outer(x1, x2), dim=-1)
+    expected = (x2 @ attention[:, :4] + attention[:4, :] @ x1) / 2
+    assert torch.allclose(rca(g, p)[0], expected, atol=1e-6)
+
+
+def test_rca_paper_is_algorithm_1_as_written():
+    torch.manual_seed(1)
+    rca = RegionalCrossAttention(8, 4, reference=False)
+    g, p = torch.randn(1, 8), torch.randn(1, 8)
+    a, b = rca.fc_m(g)[0], rca.fc_p(p)[0]
+    x1, x2 = torch.cat([a, b]), torch.cat([b, a])
+    m = torch.outer(x1, x2)
+    left = torch.cat([m[:4, :4], m[4:, :4]])  # [M_m1m2; M_m2m2]
+    top_t = torch.cat([m[:4, :4], m[:4, 4:]], dim=1).T  # [M_m1m2, M_m1m1]ᵀ
+    expected = (x1 @ torch.softmax(left, dim=0) + x2 @ torch.softmax(top_t, dim=0)) / 2
+    assert torch.allclose(rca(g, p)[0], expected, atol=1e-6)
+    reference = RegionalCrossAttention(8, 4, reference=True)
+    reference.load_state_dict(rca.state_dict())
+    assert not torch.allclose(reference(g, p), rca(g, p), atol=1e-3)  # the switch changes the result
+
+
+def test_final_relu_switch():
+    torch.manual_seed(0)
+    wsi, omics = inputs(SMALL)
+    with_relu = DeReF(SMALL, options=DeReFOptions(final_relu=True)).eval()
+    assert (with_relu(wsi, omics)["genomic"] >= 0).all() and (with_relu(wsi, omics)["pathology"] >= 0).all()
+    without = DeReF(SMALL, options=DeReFOptions()).eval()
+    assert (without(wsi, omics)["genomic"] < 0).any()
+
+
+def test_genomic_padding_switch_changes_the_attention():
+    torch.manual_seed(0)
+    padded = TransMIL(64, ppeg=False, pad_to_landmarks=True)
+    exact = TransMIL(64, ppeg=False, pad_to_landmarks=False)
+    exact.load_state_dict(padded.state_dict())
+    tokens = torch.randn(1, 6, 64)
+    assert not torch.allclose(padded.eval()(tokens)[0], exact.eval()(tokens)[0], atol=1e-4)
+
+
+def test_nystrom_equals_exact_attention_when_every_token_is_a_landmark():
+    torch.manual_seed(0)
+    nystrom = NystromAttention(dim=32, heads=4, dim_head=8, landmarks=16, pinv_iterations=20).eval()
+    x = torch.randn(1, 16, 32)
+    nystrom.pad_to_landmarks = True
+    approx = nystrom(x)
+    nystrom.pad_to_landmarks = False
+    assert torch.allclose(approx, nystrom(x), atol=1e-4)
+
+
+def test_moore_penrose_iterations_converge_to_the_inverse():
+    torch.manual_seed(0)
+    a = torch.softmax(torch.randn(8, 8), dim=-1) + torch.eye(8)
+    assert torch.allclose(moore_penrose_pinv(a, 20) @ a, torch.eye(8), atol=1e-4)
+
+
+def test_segment_choices_follow_the_preset():
+    assert DeReF(SMALL).segment_choices == (64, 16, 8, 4, 2)
+    assert DeReF(SMALL, options=DeReFOptions.reference()).segment_choices == (2, 4, 8, 16, 32, 64)
+
+
+def test_test_time_reorganisation_average_is_deterministic_and_random_is_seeded():
+    torch.manual_seed(0)
+    wsi, omics = inputs(SMALL)
+    model = DeReF(SMALL).eval()
+    with torch.no_grad():
+        assert torch.equal(model(wsi, omics)["hazards"], model(wsi, omics)["hazards"])
+    reference = DeReF(SMALL, options=DeReFOptions.reference(), seed=3).eval()
+    with torch.no_grad():
+        draws = [reference(wsi, omics)["hazards"] for _ in range(6)]
+        reference.reseed(3)
+        again = [reference(wsi, omics)["hazards"] for _ in range(6)]
+    assert any(not torch.equal(draws[0], d) for d in draws[1:])  # random at test time, as the authors' code
+    assert all(torch.equal(a, b) for a, b in zip(draws, again, strict=True))  # but reproducible from its seed
+
+
+def test_same_seed_same_model_and_predictions():
+    wsi, omics = inputs(SMALL)
+    outputs = []
+    for _ in range(2):
+        torch.manual_seed(42)
+        model = DeReF(SMALL).eval()
+        with torch.no_grad():
+            outputs.append(model(wsi, omics)["hazards"])
+    assert torch.equal(*outputs)
