@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from model.encoders import GeneFamilyEncoder, TransMIL
+from model.encoders import GeneFamilyEncoder, TransMIL, init_weights
 from model.reorganise import reorganise, segment_counts
 from model.survival import risk_score, survival_curve
 
@@ -133,7 +133,7 @@ class DeReF(nn.Module):
         self.head = nn.Linear(opts.n_experts * c2, n_bins)
         self.segment_choices = segment_counts(c2, opts.segments)
         self._rng = random.Random(seed)
-        self.apply(_init)
+        self.apply(init_weights)
 
     def encode(self, wsi: torch.Tensor, omics: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """The four decoupled features (B, C2) each, and the patch tokens of the WSI encoder."""
@@ -180,14 +180,3 @@ class DeReF(nn.Module):
     def reseed(self, seed: int) -> None:
         """Reset the generator of segment choices (training and the reference's random test draws)."""
         self._rng = random.Random(seed)
-
-
-def _init(module: nn.Module) -> None:
-    # The reference: xavier-normal Linear weights with zero bias (the SNNs included), LayerNorm (1, 0).
-    if isinstance(module, nn.Linear):
-        nn.init.xavier_normal_(module.weight)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)

@@ -158,3 +158,14 @@ class TransMIL(nn.Module):
             x = self.ppeg(x, side)
         x = self.norm(self.layer2(x))
         return x[:, 0], x[:, 1 : n + 1]
+
+
+def init_weights(module: nn.Module) -> None:
+    """The reference's init: xavier-normal Linear weights with zero bias (SNNs included), LayerNorm (1, 0)."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_normal_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

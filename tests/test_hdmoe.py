@@ -1,0 +1,79 @@
+"""HDMoE: the reference's parameter count, shapes, routing and its auxiliary losses, the fixed crashes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.hdmoe import HDMoE, Router, SharedRoutedMoE, hdmoe_auxiliary_loss
+
+BLCA = [94, 334, 521, 468, 1496, 479]
+SMALL = [7, 11, 5, 13, 17, 9]
+
+
+def inputs(n_patches=40):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(1, n_patches, 1024, generator=g), [torch.randn(1, d, generator=g) for d in SMALL]
+
+
+def test_parameter_counts_match_the_authors_model():
+    model = HDMoE(BLCA)
+    assert sum(p.numel() for p in model.parameters()) == 8_625_188
+    assert sum(p.numel() for p in model.genomic_moe.parameters()) == 595_328
+    assert sum(p.numel() for p in model.fusion_moe.parameters()) == 446_720
+
+
+def test_shapes_and_loss():
+    torch.manual_seed(0)
+    model = HDMoE(SMALL).train()
+    out = model(*inputs())
+    assert out["hazards"].shape == (1, 4) and out["risk"].shape == (1,)
+    assert out["g_intra"].shape == (1, 256) and out["emb_specific"].shape == (1, 512)
+    assert out["inter"].shape == (1, 512) and out["fusion_router"].shape == (1, 4, 8)
+    loss = hdmoe_auxiliary_loss(out)
+    loss.backward()
+    assert torch.isfinite(loss) and model.genomic_moe.router.weight.grad is not None
+
+
+def test_one_token_balance_loss_is_eight_times_the_top_probability():
+    """models.md: with batch size 1 the first-level aux loss is 8 * p_top (minimum 1 at a flat router)."""
+    torch.manual_seed(0)
+    router = Router(16, 8).train()
+    token = torch.randn(1, 16)
+    weights, _, _, aux = router(token)
+    assert aux.item() == pytest.approx(8 * weights.max().item(), rel=1e-6)
+    assert router.eval()(token)[3].item() == 0.0  # training only
+
+
+def test_routed_output_is_the_chosen_expert_scaled_by_its_probability():
+    torch.manual_seed(0)
+    moe = SharedRoutedMoE(16, 8).eval()
+    tokens = torch.randn(1, 3, 16)
+    routed, shared, probs, _ = moe(tokens)
+    for t in range(3):
+        e = int(probs[0, t].argmax())
+        expected = probs[0, t, e] * moe.experts[e](tokens[0, t])
+        assert torch.allclose(routed[0, t * 8 : (t + 1) * 8], expected, atol=1e-6)
+        assert torch.allclose(shared[0, t * 8 : (t + 1) * 8], moe.shared(tokens[0, t]), atol=1e-6)
+
+
+def test_without_shared_expert_it_runs():
+    torch.manual_seed(0)
+    out = HDMoE(SMALL, shared_expert=False).train()(*inputs())
+    assert torch.equal(out["g_share"], torch.zeros_like(out["g_share"]))
+    assert torch.isfinite(hdmoe_auxiliary_loss(out))
+
+
+def test_test_time_reorganisation():
+    torch.manual_seed(0)
+    wsi, omics = inputs()
+    model = HDMoE(SMALL).eval()
+    with torch.no_grad():
+        assert torch.equal(model(wsi, omics)["hazards"], model(wsi, omics)["hazards"])
+    reference = HDMoE(SMALL, test_rfr="random", seed=5).eval()
+    with torch.no_grad():
+        first = [reference(wsi, omics)["hazards"] for _ in range(5)]
+        reference.reseed(5)
+        second = [reference(wsi, omics)["hazards"] for _ in range(5)]
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    assert any(not torch.equal(first[0], h) for h in first[1:])
