@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from model.encoders import GeneFamilyEncoder, TransMIL, init_weights
+from model.encoders import WSIGenomicEncoder, init_weights
 from model.reorganise import reorganise, segment_counts
 from model.survival import risk_score, survival_curve
 
@@ -113,17 +113,7 @@ class DeReF(nn.Module):
     ) -> None:
         super().__init__()
         self.options = opts = options or DeReFOptions()
-        self.wsi_fc = nn.Sequential(
-            nn.Linear(wsi_dim, dim),
-            nn.ReLU(),
-            nn.Dropout(opts.dropout),
-            nn.Linear(dim, dim),
-            nn.ReLU(),
-            nn.Dropout(opts.dropout),
-        )
-        self.genomic_snn = GeneFamilyEncoder(omic_sizes, dim, dropout=opts.dropout)
-        self.wsi_encoder = TransMIL(dim, ppeg=True)
-        self.genomic_encoder = TransMIL(dim, ppeg=False, pad_to_landmarks=opts.genomic_padding)
+        self.encoders = WSIGenomicEncoder(omic_sizes, wsi_dim, dim, opts.dropout, genomic_padding=opts.genomic_padding)
         self.genomic_specific = _mlp(dim, dim, c2, 0.1, opts.final_relu)
         self.wsi_specific = _mlp(dim, dim, c2, 0.1, opts.final_relu)
         self.shared = RegionalCrossAttention(dim, c2, reference=opts.rca == "reference")
@@ -137,8 +127,7 @@ class DeReF(nn.Module):
 
     def encode(self, wsi: torch.Tensor, omics: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """The four decoupled features (B, C2) each, and the patch tokens of the WSI encoder."""
-        wsi_cls, patch_tokens = self.wsi_encoder(self.wsi_fc(wsi))
-        genomic_cls, _ = self.genomic_encoder(self.genomic_snn(omics))
+        wsi_cls, patch_tokens, genomic_cls = self.encoders(wsi, omics)
         return {
             "genomic": self.genomic_specific(genomic_cls),
             "pathology": self.wsi_specific(wsi_cls),

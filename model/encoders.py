@@ -160,6 +160,35 @@ class TransMIL(nn.Module):
         return x[:, 0], x[:, 1 : n + 1]
 
 
+class WSIGenomicEncoder(nn.Module):
+    """The encoders DeReF and HDMoE share: patch features -> TransMIL with PPEG; gene families -> SNNs -> TransMIL.
+
+    Patch features first pass two Linear-ReLU-Dropout layers to ``dim`` (model size "small").
+    """
+
+    def __init__(
+        self,
+        omic_sizes: list[int],
+        wsi_dim: int = 1024,
+        dim: int = 256,
+        dropout: float = 0.25,
+        genomic_padding: bool = True,
+    ) -> None:
+        super().__init__()
+        self.wsi_fc = nn.Sequential(
+            nn.Linear(wsi_dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout)
+        )
+        self.genomic_snn = GeneFamilyEncoder(omic_sizes, dim, dropout=dropout)
+        self.wsi_encoder = TransMIL(dim, ppeg=True)
+        self.genomic_encoder = TransMIL(dim, ppeg=False, pad_to_landmarks=genomic_padding)
+
+    def forward(self, wsi: torch.Tensor, omics: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, N, wsi_dim) bag and per-family (B, d_i) -> WSI class token, patch tokens, genomic class token."""
+        wsi_cls, patch_tokens = self.wsi_encoder(self.wsi_fc(wsi))
+        genomic_cls, _ = self.genomic_encoder(self.genomic_snn(omics))
+        return wsi_cls, patch_tokens, genomic_cls
+
+
 def init_weights(module: nn.Module) -> None:
     """The reference's init: xavier-normal Linear weights with zero bias (SNNs included), LayerNorm (1, 0)."""
     if isinstance(module, nn.Linear):

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.encoders import GeneFamilyEncoder, TransMIL, init_weights
+from model.encoders import WSIGenomicEncoder, init_weights
 from model.reorganise import reorganise
 from model.survival import risk_score, survival_curve
 
@@ -101,12 +101,7 @@ class HDMoE(nn.Module):
         super().__init__()
         if test_rfr not in ("average", "random"):
             raise ValueError("test_rfr must be 'average' or 'random'")
-        self.wsi_fc = nn.Sequential(
-            nn.Linear(wsi_dim, dim), nn.ReLU(), nn.Dropout(0.25), nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(0.25)
-        )
-        self.genomic_snn = GeneFamilyEncoder(omic_sizes, dim)
-        self.wsi_encoder = TransMIL(dim, ppeg=True)
-        self.genomic_encoder = TransMIL(dim, ppeg=False)
+        self.encoders = WSIGenomicEncoder(omic_sizes, wsi_dim, dim)
         self.genomic_moe = SharedRoutedMoE(dim, dim, n_experts, top_k, shared_expert)
         self.wsi_moe = SharedRoutedMoE(dim, dim, n_experts, top_k, shared_expert)
         self.fusion_moe = SharedRoutedMoE(dim, dim // 2, n_experts, top_k, shared_expert)
@@ -125,8 +120,7 @@ class HDMoE(nn.Module):
         return logits, {"inter": inter, "inter_shared": shared, "fusion_router": probs, "aux_fusion": aux}
 
     def forward(self, wsi: torch.Tensor, omics: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        wsi_cls, patch_tokens = self.wsi_encoder(self.wsi_fc(wsi))
-        genomic_cls, _ = self.genomic_encoder(self.genomic_snn(omics))
+        wsi_cls, patch_tokens, genomic_cls = self.encoders(wsi, omics)
         g_intra, g_share, g_router, aux_g = self.genomic_moe(genomic_cls.unsqueeze(1))
         p_intra, p_share, p_router, aux_p = self.wsi_moe(wsi_cls.unsqueeze(1))
         first = torch.stack([g_intra, p_intra, g_share, p_share], dim=1)  # (B, 4, dim)
