@@ -16,6 +16,7 @@ from tests.conftest import ROOT
 from workflow.demo import genomics, mri, tissue
 from workflow.demo.design import DemoSpec, item_rng, slides_table, truth_table
 from workflow.demo.make import MPP_BY_MAGNIFICATION, make_mri, make_slide, read_tables, write_tables
+from workflow.genomics import METADATA
 
 DEFAULT_COHORTS = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["cohorts"]
 DEFAULT_SPECS = [DemoSpec(**c["demo"]) for c in DEFAULT_COHORTS.values() if "demo" in c]
@@ -108,17 +109,7 @@ def test_genomics_table_is_mcat_format_with_signal():
     truth = truth_table(spec)
     slides = slides_table(spec, truth)
     table = genomics.genomics_frame(spec, truth, slides)
-    assert len(table) == len(slides) and list(table.columns[:9]) == [
-        "case_id",
-        "slide_id",
-        "site",
-        "is_female",
-        "oncotree_code",
-        "age",
-        "survival_months",
-        "censorship",
-        "train",
-    ]
+    assert len(table) == len(slides) and list(table.columns[:9]) == list(METADATA)  # what the pathway reader expects
     kinds = {c.rsplit("_", 1)[1] for c in table.columns[9:]}
     assert kinds == set(genomics.KINDS)
     assert table["slide_id"].str.endswith(".svs").all()
