@@ -188,6 +188,13 @@ def write_patient_roi(path: str | os.PathLike[str], patient: str, roi: PatientRO
         )
 
 
+def _stacked(out: h5py.File, name: str, n: int, shape: tuple[int, ...], dtype: type) -> h5py.Dataset:
+    """An (n, *shape) dataset stored one patient per gzip chunk."""
+    return out.create_dataset(
+        name, shape=(n, *shape), dtype=dtype, chunks=(1, *shape), compression="gzip", compression_opts=4
+    )
+
+
 def gather_rois(
     paths: Sequence[str | os.PathLike[str]], out_path: str | os.PathLike[str], attrs: Mapping[str, object]
 ) -> int:
@@ -200,22 +207,8 @@ def gather_rois(
         for i, path in enumerate(paths):
             with h5py.File(path, "r") as h5:
                 if i == 0:
-                    channels = out.create_dataset(
-                        "channels",
-                        shape=(len(paths), *h5["channels"].shape),
-                        dtype=np.float32,
-                        chunks=(1, *h5["channels"].shape),
-                        compression="gzip",
-                        compression_opts=4,
-                    )
-                    masks = out.create_dataset(
-                        "masks",
-                        shape=(len(paths), *h5["mask"].shape),
-                        dtype=np.uint8,
-                        chunks=(1, *h5["mask"].shape),
-                        compression="gzip",
-                        compression_opts=4,
-                    )
+                    channels = _stacked(out, "channels", len(paths), h5["channels"].shape, np.float32)
+                    masks = _stacked(out, "masks", len(paths), h5["mask"].shape, np.uint8)
                     meta = {
                         k: out.create_dataset(
                             k, shape=(len(paths), *np.shape(h5.attrs[k])), dtype=np.asarray(h5.attrs[k]).dtype
