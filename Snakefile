@@ -19,6 +19,7 @@ include: "rules/tiling.smk"
 include: "rules/features.smk"
 include: "rules/genomics.smk"
 include: "rules/mri.smk"
+include: "rules/training.smk"
 
 
 rule all:

@@ -10,9 +10,14 @@ reproduces the authors' code where it differs, one switch per difference (models
 - ``gate``: "reference" is one shared Linear(128 -> 1) over the four un-reorganised features,
   softmax across them, which ties the expert count to 4.
 - ``final_relu``: a ReLU after the specific encoders and the experts.
-- ``genomic_padding``: Nyström zero-token padding of the 7-token genomic sequence.
+- ``nystrom_padding``: Nyström zero-token padding of sequences shorter than the 128 landmarks (the
+  7-token genomic sequence; WSI bags under 128 patches); off, they get the exact softmax attention
+  that Nyström approximates.
 - ``test_rfr``: at evaluation, "average" takes the mean hazards over every segment choice
   (deterministic); "random" draws one choice per call from a seeded generator, as the reference.
+
+The second modality is the six gene families (``omic_sizes``) or, for MRI cohorts as in the paper,
+a volume encoded by a 3D ResNet (``mri_channels``, ``mri_depth``; the paper's is depth 50).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from model.encoders import WSIGenomicEncoder, init_weights
+from model.encoders import init_weights, paired_encoder
 from model.reorganise import reorganise, segment_counts
 from model.survival import risk_score, survival_curve
 
@@ -37,7 +42,7 @@ class DeReFOptions:
     gate: str = "paper"
     n_experts: int = 4
     final_relu: bool = False
-    genomic_padding: bool = False
+    nystrom_padding: bool = False
     test_rfr: str = "average"
     dropout: float = 0.25
 
@@ -49,7 +54,7 @@ class DeReFOptions:
             gate="reference",
             n_experts=4,
             final_relu=True,
-            genomic_padding=True,
+            nystrom_padding=True,
             test_rfr="random",
         )
 
@@ -99,21 +104,29 @@ class RegionalCrossAttention(nn.Module):
 
 
 class DeReF(nn.Module):
-    """WSI bag + six gene families -> per-bin hazards, with the decoupled features and gate weights."""
+    """WSI bag + gene families or MRI volume -> per-bin hazards, decoupled features, gate, patch attention.
+
+    Give exactly one of ``omic_sizes`` (genomics cohorts) and ``mri_channels`` (MRI cohorts).
+    """
 
     def __init__(
         self,
-        omic_sizes: list[int],
+        omic_sizes: list[int] | None = None,
         wsi_dim: int = 1024,
         n_bins: int = 4,
         dim: int = 256,
         c2: int = 128,
         options: DeReFOptions | None = None,
         seed: int = 0,
+        *,
+        mri_channels: int | None = None,
+        mri_depth: int = 50,
     ) -> None:
         super().__init__()
         self.options = opts = options or DeReFOptions()
-        self.encoders = WSIGenomicEncoder(omic_sizes, wsi_dim, dim, opts.dropout, genomic_padding=opts.genomic_padding)
+        self.encoders = paired_encoder(
+            omic_sizes, mri_channels, mri_depth, wsi_dim, dim, opts.dropout, nystrom_padding=opts.nystrom_padding
+        )
         self.genomic_specific = _mlp(dim, dim, c2, 0.1, opts.final_relu)
         self.wsi_specific = _mlp(dim, dim, c2, 0.1, opts.final_relu)
         self.shared = RegionalCrossAttention(dim, c2, reference=opts.rca == "reference")
@@ -125,15 +138,18 @@ class DeReF(nn.Module):
         self._rng = random.Random(seed)
         self.apply(init_weights)
 
-    def encode(self, wsi: torch.Tensor, omics: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The four decoupled features (B, C2) each, and the patch tokens of the WSI encoder."""
-        wsi_cls, patch_tokens, genomic_cls = self.encoders(wsi, omics)
+    def encode(self, wsi: torch.Tensor, other: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The four decoupled features (B, C2) each, and the WSI encoder's patch attention (B, N).
+
+        "genomic" is the second modality's specific feature, MRI included.
+        """
+        wsi_cls, attention, other_cls = self.encoders(wsi, other)
         return {
-            "genomic": self.genomic_specific(genomic_cls),
+            "genomic": self.genomic_specific(other_cls),
             "pathology": self.wsi_specific(wsi_cls),
-            "shared": self.shared(genomic_cls, wsi_cls),
-            "explore": self.explore(genomic_cls, wsi_cls),
-            "patch_tokens": patch_tokens,
+            "shared": self.shared(other_cls, wsi_cls),
+            "explore": self.explore(other_cls, wsi_cls),
+            "attention": attention,
         }
 
     def fuse(self, decoupled: torch.Tensor, segments: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,8 +162,9 @@ class DeReF(nn.Module):
             weights = torch.softmax(self.gate(fusion), dim=-1)  # (B, N)
         return self.head((outputs * weights.unsqueeze(-1)).flatten(1)), weights
 
-    def forward(self, wsi: torch.Tensor, omics: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        features = self.encode(wsi, omics)
+    def forward(self, wsi: torch.Tensor, other: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """(B, N, wsi_dim) bag and the second modality -> hazards, survival, risk, gate and ``encode``'s outputs."""
+        features = self.encode(wsi, other)
         decoupled = torch.stack(
             [features["genomic"], features["pathology"], features["shared"], features["explore"]], dim=1
         )

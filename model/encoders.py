@@ -6,6 +6,10 @@ feed-forward block (dim 256, 8 heads of 32, 128 landmarks, 6 pseudo-inverse iter
 position encoding between the two layers. Sequences are zero-padded at the front to a multiple of
 the landmark count, as the reference does; for the 7-token genomic sequence that means attending
 over 121 zero tokens, kept here because it changes the numbers (``pad_to_landmarks``).
+
+The second modality is either the six gene families (``WSIGenomicEncoder``, as the authors coded
+it) or, for MRI cohorts, a one-element list holding the (B, C, D, H, W) volume (``WSIMRIEncoder``,
+a 3D ResNet as the DeReF paper describes; it has no code).
 """
 
 from __future__ import annotations
@@ -73,15 +77,22 @@ class NystromAttention(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, dim) -> (B, L, dim)."""
+        return self.attend(x)[0]
+
+    def attend(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output (B, L, dim) and the first token's exact attention row (B, L), averaged over heads.
+
+        Nyström never forms the attention matrix; the row softmax(q_0 · kᵀ · scale) over the L input
+        tokens (not the zero padding) costs O(L · dim) and is what a heatmap of the class token needs.
+        """
         batch, n, _ = x.shape
         if not self.pad_to_landmarks and n <= self.landmarks:
             return self._exact(x)
         m = self.landmarks
         pad = (m - n % m) % m
         x = F.pad(x, (0, 0, pad, 0))  # zeros in front, as the reference
-        q, k, v = (
-            t.reshape(batch, x.shape[1], self.heads, -1).transpose(1, 2) for t in self.to_qkv(x).chunk(3, dim=-1)
-        )
+        q, k, v = self._heads(x)
         q = q * self.scale
         per = x.shape[1] // m
         q_land = q.reshape(batch, self.heads, m, per, -1).mean(dim=3)
@@ -92,14 +103,22 @@ class NystromAttention(nn.Module):
         out = (kernel1 @ moore_penrose_pinv(kernel2, self.pinv_iterations)) @ (kernel3 @ v)
         out = out + self.residual(v)
         out = out.transpose(1, 2).reshape(batch, x.shape[1], -1)
-        return self.to_out(out)[:, -n:]
+        first_row = torch.softmax(q[:, :, pad : pad + 1] @ k[:, :, pad:].transpose(-1, -2), dim=-1)
+        return self.to_out(out)[:, -n:], first_row.mean(dim=1).squeeze(1)
 
-    def _exact(self, x: torch.Tensor) -> torch.Tensor:
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Queries, keys and values split into heads: (B, heads, L, dim_head) each."""
+        return tuple(
+            t.reshape(x.shape[0], x.shape[1], self.heads, -1).transpose(1, 2) for t in self.to_qkv(x).chunk(3, dim=-1)
+        )
+
+    def _exact(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Plain softmax attention (what Nyström approximates) for sequences shorter than the landmarks."""
         batch, n, _ = x.shape
-        q, k, v = (t.reshape(batch, n, self.heads, -1).transpose(1, 2) for t in self.to_qkv(x).chunk(3, dim=-1))
-        out = torch.softmax((q * self.scale) @ k.transpose(-1, -2), dim=-1) @ v + self.residual(v)
-        return self.to_out(out.transpose(1, 2).reshape(batch, n, -1))
+        q, k, v = self._heads(x)
+        attention = torch.softmax((q * self.scale) @ k.transpose(-1, -2), dim=-1)
+        out = attention @ v + self.residual(v)
+        return self.to_out(out.transpose(1, 2).reshape(batch, n, -1)), attention[:, :, 0].mean(dim=1)
 
 
 class TransLayer(nn.Module):
@@ -112,8 +131,10 @@ class TransLayer(nn.Module):
             dim=dim, heads=8, dim_head=dim // 8, landmarks=dim // 2, pad_to_landmarks=pad_to_landmarks
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.attention(self.norm(x))
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, dim) -> the layer's output (B, L, dim) and the first token's attention row (B, L)."""
+        out, first_row = self.attention.attend(self.norm(x))
+        return x + out, first_row
 
 
 class PPEG(nn.Module):
@@ -133,10 +154,16 @@ class PPEG(nn.Module):
 class TransMIL(nn.Module):
     """Class-token transformer over a bag: two TransLayers, PPEG between them for patch bags.
 
-    ``forward`` returns the class token (B, dim) and the token outputs (B, N, dim). Patch bags are
-    padded to a square by repeating their first tokens, as the reference does. With
-    ``pad_to_landmarks=False`` sequences shorter than the landmarks use exact softmax attention
-    instead of Nyström over zero padding.
+    ``forward`` returns the class token (B, dim), the token outputs (B, N, dim) and an attention
+    map (B, N) over the N input tokens. Patch bags are padded to a square by repeating their first
+    tokens, as the reference does. With ``pad_to_landmarks=False`` sequences shorter than the
+    landmarks use exact softmax attention instead of Nyström over zero padding.
+
+    The attention map is a heatmap proxy, not what produced the class token: the exact softmax
+    attention of the class token in the last TransLayer, softmax(q_cls · kᵀ · scale) over the keys
+    of that layer's normed input, averaged over heads, restricted to the N real tokens (the
+    repeated square padding dropped) and renormalised to sum to 1. It ignores the Nyström
+    approximation, the value convolution, the first layer and the PPEG mixing. Cost O(N · dim).
     """
 
     def __init__(self, dim: int = 256, ppeg: bool = True, pad_to_landmarks: bool = True) -> None:
@@ -146,25 +173,31 @@ class TransMIL(nn.Module):
         self.ppeg = PPEG(dim) if ppeg else None
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n = tokens.shape[1]
         side = 0
         if self.ppeg is not None:
             side = math.ceil(math.sqrt(n))
             tokens = torch.cat([tokens, tokens[:, : side * side - n]], dim=1)
         x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        x = self.layer1(x)
+        x, _ = self.layer1(x)
         if self.ppeg is not None:
             x = self.ppeg(x, side)
-        x = self.norm(self.layer2(x))
-        return x[:, 0], x[:, 1 : n + 1]
+        x, first_row = self.layer2(x)
+        x = self.norm(x)
+        attention = first_row[:, 1 : n + 1]
+        return x[:, 0], x[:, 1 : n + 1], attention / attention.sum(dim=-1, keepdim=True)
+
+
+def wsi_projection(wsi_dim: int, dim: int, dropout: float) -> nn.Sequential:
+    """Patch features to ``dim``: two Linear-ReLU-Dropout layers (the reference's model size "small")."""
+    return nn.Sequential(
+        nn.Linear(wsi_dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout)
+    )
 
 
 class WSIGenomicEncoder(nn.Module):
-    """The encoders DeReF and HDMoE share: patch features -> TransMIL with PPEG; gene families -> SNNs -> TransMIL.
-
-    Patch features first pass two Linear-ReLU-Dropout layers to ``dim`` (model size "small").
-    """
+    """The encoders DeReF and HDMoE share: patch features -> TransMIL with PPEG; gene families -> SNNs -> TransMIL."""
 
     def __init__(
         self,
@@ -172,21 +205,77 @@ class WSIGenomicEncoder(nn.Module):
         wsi_dim: int = 1024,
         dim: int = 256,
         dropout: float = 0.25,
-        genomic_padding: bool = True,
+        nystrom_padding: bool = True,
     ) -> None:
         super().__init__()
-        self.wsi_fc = nn.Sequential(
-            nn.Linear(wsi_dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout)
-        )
+        self.wsi_fc = wsi_projection(wsi_dim, dim, dropout)
         self.genomic_snn = GeneFamilyEncoder(omic_sizes, dim, dropout=dropout)
-        self.wsi_encoder = TransMIL(dim, ppeg=True)
-        self.genomic_encoder = TransMIL(dim, ppeg=False, pad_to_landmarks=genomic_padding)
+        self.wsi_encoder = TransMIL(dim, ppeg=True, pad_to_landmarks=nystrom_padding)
+        self.genomic_encoder = TransMIL(dim, ppeg=False, pad_to_landmarks=nystrom_padding)
 
-    def forward(self, wsi: torch.Tensor, omics: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, N, wsi_dim) bag and per-family (B, d_i) -> WSI class token, patch tokens, genomic class token."""
-        wsi_cls, patch_tokens = self.wsi_encoder(self.wsi_fc(wsi))
-        genomic_cls, _ = self.genomic_encoder(self.genomic_snn(omics))
-        return wsi_cls, patch_tokens, genomic_cls
+    def forward(self, wsi: torch.Tensor, other: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, N, wsi_dim) bag and per-family (B, d_i) -> WSI class token, patch attention (B, N), genomic class token."""
+        wsi_cls, _, attention = self.wsi_encoder(self.wsi_fc(wsi))
+        genomic_cls, _, _ = self.genomic_encoder(self.genomic_snn(other))
+        return wsi_cls, attention, genomic_cls
+
+
+class WSIMRIEncoder(nn.Module):
+    """DeReF/HDMoE encoders for MRI cohorts: the WSI side as ``WSIGenomicEncoder``, the volume through a 3D ResNet."""
+
+    def __init__(
+        self,
+        mri_channels: int,
+        wsi_dim: int = 1024,
+        dim: int = 256,
+        dropout: float = 0.25,
+        mri_depth: int = 50,
+        nystrom_padding: bool = True,
+    ) -> None:
+        super().__init__()
+        from model.mri_encoder import ResNet3D  # imports torchvision, seconds; only MRI models pay for it
+
+        self.wsi_fc = wsi_projection(wsi_dim, dim, dropout)
+        self.mri_encoder = ResNet3D(mri_channels, mri_depth, dim)
+        self.wsi_encoder = TransMIL(dim, ppeg=True, pad_to_landmarks=nystrom_padding)
+
+    def forward(self, wsi: torch.Tensor, other: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, N, wsi_dim) bag and [(B, C, D, H, W)] -> WSI class token, patch attention (B, N), MRI embedding."""
+        wsi_cls, _, attention = self.wsi_encoder(self.wsi_fc(wsi))
+        return wsi_cls, attention, self.mri_encoder(single_volume(other))
+
+
+def single_volume(other: list[torch.Tensor]) -> torch.Tensor:
+    """The MRI cohorts' second modality: a one-element list holding a (B, C, D, H, W) volume."""
+    if len(other) != 1 or other[0].dim() != 5:
+        shapes = [tuple(t.shape) for t in other]
+        raise ValueError(f"MRI models take [volume of shape (B, C, D, H, W)]; got tensors of shapes {shapes}")
+    return other[0]
+
+
+def check_second_modality(omic_sizes: list[int] | None, mri_channels: int | None) -> None:
+    """A model pairs the WSI (or nothing) with exactly one second modality: genomics or MRI."""
+    if (omic_sizes is None) == (mri_channels is None):
+        raise ValueError(
+            "give exactly one of omic_sizes (genomics cohorts) and mri_channels (MRI cohorts); "
+            f"got omic_sizes={omic_sizes!r}, mri_channels={mri_channels!r}"
+        )
+
+
+def paired_encoder(
+    omic_sizes: list[int] | None,
+    mri_channels: int | None,
+    mri_depth: int,
+    wsi_dim: int,
+    dim: int,
+    dropout: float = 0.25,
+    nystrom_padding: bool = True,
+) -> WSIGenomicEncoder | WSIMRIEncoder:
+    """The DeReF/HDMoE encoders for whichever second modality is given."""
+    check_second_modality(omic_sizes, mri_channels)
+    if omic_sizes is not None:
+        return WSIGenomicEncoder(omic_sizes, wsi_dim, dim, dropout, nystrom_padding)
+    return WSIMRIEncoder(mri_channels, wsi_dim, dim, dropout, mri_depth, nystrom_padding)
 
 
 def init_weights(module: nn.Module) -> None:

@@ -13,6 +13,9 @@ the encoder width (the code's default 64 fails), and ``shared_expert=False`` wor
 At evaluation the authors draw both reorganisations at random; the default here averages the
 hazards over every pair of choices (deterministic), ``test_rfr="random"`` draws from a seeded
 generator as the reference.
+
+The second modality is the six gene families (``omic_sizes``) or an MRI volume encoded by a 3D
+ResNet (``mri_channels``, ``mri_depth``), the "genomics/MRI" V1 of the authors' figure.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.encoders import WSIGenomicEncoder, init_weights
+from model.encoders import init_weights, paired_encoder
 from model.reorganise import reorganise
 from model.survival import risk_score, survival_curve
 
@@ -84,11 +87,16 @@ class SharedRoutedMoE(nn.Module):
 
 
 class HDMoE(nn.Module):
-    """WSI bag + six gene families -> per-bin hazards, with the features the losses need."""
+    """WSI bag + gene families or MRI volume -> per-bin hazards, the features the losses need, patch attention.
+
+    Give exactly one of ``omic_sizes`` (genomics cohorts) and ``mri_channels`` (MRI cohorts).
+    ``nystrom_padding=False`` gives sequences shorter than the Nyström landmarks exact attention
+    instead of the reference's zero-token padding.
+    """
 
     def __init__(
         self,
-        omic_sizes: list[int],
+        omic_sizes: list[int] | None = None,
         wsi_dim: int = 1024,
         n_bins: int = 4,
         dim: int = 256,
@@ -97,11 +105,17 @@ class HDMoE(nn.Module):
         shared_expert: bool = True,
         test_rfr: str = "average",
         seed: int = 0,
+        *,
+        mri_channels: int | None = None,
+        mri_depth: int = 50,
+        nystrom_padding: bool = True,
     ) -> None:
         super().__init__()
         if test_rfr not in ("average", "random"):
             raise ValueError("test_rfr must be 'average' or 'random'")
-        self.encoders = WSIGenomicEncoder(omic_sizes, wsi_dim, dim)
+        self.encoders = paired_encoder(
+            omic_sizes, mri_channels, mri_depth, wsi_dim, dim, nystrom_padding=nystrom_padding
+        )
         self.genomic_moe = SharedRoutedMoE(dim, dim, n_experts, top_k, shared_expert)
         self.wsi_moe = SharedRoutedMoE(dim, dim, n_experts, top_k, shared_expert)
         self.fusion_moe = SharedRoutedMoE(dim, dim // 2, n_experts, top_k, shared_expert)
@@ -119,9 +133,13 @@ class HDMoE(nn.Module):
         logits = self.head(reorganise(fusion, l2))
         return logits, {"inter": inter, "inter_shared": shared, "fusion_router": probs, "aux_fusion": aux}
 
-    def forward(self, wsi: torch.Tensor, omics: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        wsi_cls, patch_tokens, genomic_cls = self.encoders(wsi, omics)
-        g_intra, g_share, g_router, aux_g = self.genomic_moe(genomic_cls.unsqueeze(1))
+    def forward(self, wsi: torch.Tensor, other: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """(B, N, wsi_dim) bag and the second modality -> hazards, survival, risk, patch attention, loss terms.
+
+        The "genomic"/"g_" outputs are the second modality's, MRI included.
+        """
+        wsi_cls, attention, other_cls = self.encoders(wsi, other)
+        g_intra, g_share, g_router, aux_g = self.genomic_moe(other_cls.unsqueeze(1))
         p_intra, p_share, p_router, aux_p = self.wsi_moe(wsi_cls.unsqueeze(1))
         first = torch.stack([g_intra, p_intra, g_share, p_share], dim=1)  # (B, 4, dim)
         out = {
@@ -135,7 +153,7 @@ class HDMoE(nn.Module):
             "wsi_router": p_router,
             "aux_genomic": aux_g,
             "aux_wsi": aux_p,
-            "patch_tokens": patch_tokens,
+            "attention": attention,
         }
         if self.training or self.test_rfr == "random":
             logits, second = self._second_level(

@@ -1,4 +1,5 @@
 # Config and sheet loading, validation, wildcard constraints and input functions (no rules here).
+import hashlib
 import re
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from snakemake.utils import validate
 # Scripts and this file import the repository's own libraries (workflow/, model/).
 sys.path.insert(0, workflow.basedir)
 
+from model.registry import MODELS, applies
 from workflow.cohort import load_cohorts
 from workflow.demo.design import LIVER_SEQUENCES, demo_root
 
@@ -15,6 +17,27 @@ validate(config, schema="../config/schemas/config.schema.yaml")
 COHORTS = load_cohorts(config)
 DEMO_COHORTS = [name for name, c in COHORTS.items() if c.demo is not None]
 ENCODER = config["features"]["encoder"]
+FOLDS = list(range(config["training"]["folds"]))
+
+
+def _cohort_models(name):
+    """The models trained on a cohort: its own list, else the global one, kept where they apply."""
+    wanted = config["cohorts"][name].get("models") or config["training"]["models"]
+    modalities = set(COHORTS[name].modalities)
+    unusable = [m for m in wanted if not applies(m, modalities)]
+    if config["cohorts"][name].get("models") and unusable:
+        raise ValueError(
+            f"cohort {name}: models {unusable} need modalities it lacks ({sorted(modalities)}); "
+            "remove them from cohorts.{name}.models"
+        )
+    return [m for m in wanted if m not in unusable]
+
+
+COHORT_MODELS = {name: _cohort_models(name) for name in COHORTS}
+# Training reruns when the model code changes (a params value; Snakemake only watches scripts).
+MODEL_CODE = hashlib.sha256(
+    b"".join(p.read_bytes() for p in sorted(Path(workflow.basedir, "model").glob("*.py")))
+).hexdigest()[:16]
 
 
 def _alternatives(ids):
@@ -27,6 +50,8 @@ wildcard_constraints:
     slide=_alternatives(s for c in COHORTS.values() for s in c.slide_ids),
     patient=_alternatives(p for c in COHORTS.values() for p in c.patient_ids),
     encoder=re.escape(ENCODER),
+    model=_alternatives(MODELS),
+    fold=r"\d+",
 
 
 def get_demo_config(wildcards):
@@ -158,6 +183,94 @@ def get_mri_patient_rois(wildcards):
     ]
 
 
+def get_training_features(wildcards):
+    """Features files of all slides of a cohort for the configured encoder (training input)."""
+    return [
+        f"results/{wildcards.cohort}/features/{ENCODER}/{s}.h5"
+        for s in COHORTS[wildcards.cohort].slide_ids
+    ]
+
+
+def get_second_modality(wildcards):
+    """The cohort's second-modality tensor file: pathway tensors or MRI ROI crops."""
+    if "genomics" in COHORTS[wildcards.cohort].modalities:
+        return f"results/{wildcards.cohort}/genomics/pathways.h5"
+    return f"results/{wildcards.cohort}/mri/roi.h5"
+
+
+def get_outcomes(wildcards):
+    """patient_id, survival_months and censorship of every patient, as plain records."""
+    patients = COHORTS[wildcards.cohort].patients
+    return [
+        {
+            "patient_id": p,
+            "survival_months": float(row.survival_months),
+            "censorship": int(row.censorship),
+        }
+        for p, row in patients.iterrows()
+    ]
+
+
+def get_patient_slides(wildcards):
+    """patient -> [[slide_id, features file], ...] in slides.tsv order."""
+    slides = COHORTS[wildcards.cohort].slides
+    mapping = {}
+    for slide, patient in zip(slides.index, slides["patient_id"]):
+        mapping.setdefault(patient, []).append(
+            [slide, f"results/{wildcards.cohort}/features/{ENCODER}/{slide}.h5"]
+        )
+    return mapping
+
+
+def get_splits_dir(wildcards):
+    """The cohort's MCAT splits folder, or None for stratified folds."""
+    return config["cohorts"][wildcards.cohort].get("splits")
+
+
+def get_split_files(wildcards):
+    """The MCAT split files a cohort names (as inputs, so editing them remakes the splits)."""
+    folder = get_splits_dir(wildcards)
+    return [f"{folder}/splits_{k}.csv" for k in FOLDS] if folder else []
+
+
+def get_fold_predictions(wildcards):
+    """Per-fold outputs of one model on one cohort, for the evaluation."""
+    root = f"results/{wildcards.cohort}/models/{wildcards.model}"
+    return {
+        kind: [f"{root}/fold_{k}/{name}" for k in FOLDS]
+        for kind, name in (
+            ("honest", "predictions.tsv"),
+            ("best_epoch", "predictions_best_epoch.tsv"),
+            ("logs", "log.tsv"),
+        )
+    }
+
+
+def get_training_memory(wildcards, input):
+    """Bags are cached in memory as float32: twice the features on disk plus 3 GB of room."""
+    return int(3000 + 2 * input.size_mb)
+
+
+def get_evaluations():
+    """The per-model C-index tables of every cohort."""
+    return [
+        f"results/{name}/evaluation/{model}/cindex.tsv"
+        for name in COHORTS
+        for model in COHORT_MODELS[name]
+    ]
+
+
+def get_figures():
+    """Every result figure and table: KM curves, C-index curves, the summary table."""
+    files = ["results/evaluation/table.tsv", "results/evaluation/table.md"]
+    for name in COHORTS:
+        for model in COHORT_MODELS[name]:
+            root = f"results/{name}/evaluation/{model}"
+            files += [f"{root}/km.{ext}" for ext in ("png", "pdf")]
+            files += [f"{root}/cindex_curves.{ext}" for ext in ("png", "pdf")]
+    return files
+
+
 def get_final_output():
     """Default targets: what the implemented stages yield for every cohort."""
     targets = []
@@ -184,4 +297,4 @@ def get_final_output():
             ]
     for name in DEMO_COHORTS:
         targets += get_demo_outputs(name)
-    return targets
+    return targets + get_figures()

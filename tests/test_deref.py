@@ -1,4 +1,4 @@
-"""DeReF: shapes, the reference's parameter count, each paper-vs-code switch, test-time behaviour."""
+"""DeReF: shapes, the reference's parameter count, each paper-vs-code switch, test-time behaviour, MRI cohorts."""
 
 from __future__ import annotations
 
@@ -38,7 +38,32 @@ def test_output_shapes(options, n_patches):
     assert out["gate"].shape == (1, options.n_experts) and torch.allclose(out["gate"].sum(), torch.tensor(1.0))
     for key in ("genomic", "pathology", "shared", "explore"):
         assert out[key].shape == (1, 128)
-    assert out["patch_tokens"].shape == (1, n_patches, 256)
+    assert out["attention"].shape == (1, n_patches)
+    assert torch.allclose(out["attention"].sum(-1), torch.ones(1)) and (out["attention"] >= 0).all()
+
+
+def test_mri_cohort_shapes_and_attention():
+    torch.manual_seed(0)
+    model = DeReF(wsi_dim=32, dim=64, c2=32, mri_channels=5, mri_depth=10).eval()
+    wsi, volume = torch.randn(1, 7, 32), torch.randn(1, 5, 16, 16, 16)
+    with torch.no_grad():
+        out = model(wsi, [volume])
+    assert out["hazards"].shape == (1, 4) and out["survival"].shape == (1, 4) and out["risk"].shape == (1,)
+    assert out["genomic"].shape == (1, 32) and out["gate"].shape == (1, 4)
+    assert out["attention"].shape == (1, 7) and torch.allclose(out["attention"].sum(), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="MRI models take"):
+        model(wsi, [torch.randn(1, 7)])
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"omic_sizes": SMALL, "mri_channels": 5}], ids=["neither", "both"])
+def test_exactly_one_second_modality(kwargs):
+    with pytest.raises(ValueError, match="exactly one of omic_sizes"):
+        DeReF(**kwargs)
+
+
+def test_positional_omic_sizes_still_work():
+    model = DeReF(SMALL, 32, 4, 64, 32)
+    assert model.head.out_features == 4 and model.encoders.wsi_fc[0].in_features == 32
 
 
 def test_reference_gate_needs_four_experts():
@@ -82,7 +107,7 @@ def test_final_relu_switch():
     assert (without(wsi, omics)["genomic"] < 0).any()
 
 
-def test_genomic_padding_switch_changes_the_attention():
+def test_nystrom_padding_switch_changes_the_attention():
     torch.manual_seed(0)
     padded = TransMIL(64, ppeg=False, pad_to_landmarks=True)
     exact = TransMIL(64, ppeg=False, pad_to_landmarks=False)

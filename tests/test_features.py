@@ -18,8 +18,9 @@ from workflow.features import extract as extract_module
 from workflow.features.clam_import import import_clam
 from workflow.features.device import claim_device
 from workflow.features.encoders import WeightsError, encoder_spec, load_encoder
-from workflow.features.extract import FeatureError, FeatureSettings, extract_slide, read_features, write_clam_pt
+from workflow.features.extract import FeatureError, FeatureSettings, extract_slide, write_clam_pt
 from workflow.features.reading import plan_blocks, preprocess
+from workflow.features.store import read_features
 from workflow.tiling.params import tiling_params
 from workflow.tiling.tile import TileOutputs, tile_slide
 

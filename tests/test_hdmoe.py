@@ -1,4 +1,4 @@
-"""HDMoE: the reference's parameter count, shapes, routing and its auxiliary losses, the fixed crashes."""
+"""HDMoE: the reference's parameter count, shapes, routing and its auxiliary losses, the fixed crashes, MRI."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def test_shapes_and_loss():
     assert out["hazards"].shape == (1, 4) and out["risk"].shape == (1,)
     assert out["g_intra"].shape == (1, 256) and out["emb_specific"].shape == (1, 512)
     assert out["inter"].shape == (1, 512) and out["fusion_router"].shape == (1, 4, 8)
+    assert out["attention"].shape == (1, 40) and torch.allclose(out["attention"].sum(), torch.tensor(1.0))
     loss = hdmoe_auxiliary_loss(out)
     loss.backward()
     assert torch.isfinite(loss) and model.genomic_moe.router.weight.grad is not None
@@ -77,3 +78,20 @@ def test_test_time_reorganisation():
         second = [reference(wsi, omics)["hazards"] for _ in range(5)]
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
     assert any(not torch.equal(first[0], h) for h in first[1:])
+
+
+def test_mri_cohort_shapes():
+    torch.manual_seed(0)
+    model = HDMoE(wsi_dim=32, mri_channels=5, mri_depth=10, test_rfr="random").eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 7, 32), [torch.randn(1, 5, 16, 16, 16)])
+    assert out["hazards"].shape == (1, 4) and out["survival"].shape == (1, 4) and out["risk"].shape == (1,)
+    assert out["g_intra"].shape == (1, 256) and out["genomic_router"].shape == (1, 1, 8)
+    assert out["attention"].shape == (1, 7) and torch.allclose(out["attention"].sum(), torch.tensor(1.0))
+
+
+def test_exactly_one_second_modality():
+    with pytest.raises(ValueError, match="exactly one of omic_sizes"):
+        HDMoE()
+    with pytest.raises(ValueError, match="exactly one of omic_sizes"):
+        HDMoE(SMALL, mri_channels=5)

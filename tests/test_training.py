@@ -57,10 +57,10 @@ def test_deref_learns_a_planted_signal():
     torch.manual_seed(0)
     model = DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32)
     result = train_fold(model, train, held_out, edges, TrainSettings(epochs=6, seed=0))
-    log = result["log"]
+    log = result.log
     assert list(log.columns) == ["epoch", "lr", "loss", "train_c_index", "held_out_c_index"] and len(log) == 6
     assert log["held_out_c_index"].iloc[-1] >= 0.7
-    predictions = result["predictions"]
+    predictions = result.predictions
     assert len(predictions) == 30 and {"risk", "hazard_0", "survival_3"} <= set(predictions.columns)
 
 
@@ -72,7 +72,7 @@ def test_training_is_deterministic_on_cpu():
         torch.manual_seed(0)
         model = DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32, seed=0)
         runs.append(train_fold(model, patients[:16], patients[16:], edges, TrainSettings(epochs=2, seed=3)))
-    pd.testing.assert_frame_equal(runs[0]["predictions"], runs[1]["predictions"])
+    pd.testing.assert_frame_equal(runs[0].predictions, runs[1].predictions)
 
 
 def test_poly_decay_and_weighted_sampling():
@@ -86,7 +86,7 @@ def test_poly_decay_and_weighted_sampling():
         edges,
         TrainSettings(epochs=3, poly_decay=True, weighted_sampling=True),
     )
-    assert np.allclose(result["log"]["lr"], [5e-4 * (1 - e / 3) ** 0.9 for e in range(3)])
+    assert np.allclose(result.log["lr"], [5e-4 * (1 - e / 3) ** 0.9 for e in range(3)])
 
 
 def test_stratified_folds_partition_the_patients():

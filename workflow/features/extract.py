@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from workflow.features.encoders import LoadedEncoder
 from workflow.features.reading import PatchBlocks, PatchGeometry, plan_blocks
+from workflow.features.store import read_features
 from workflow.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -199,12 +200,6 @@ def extract_slide(
         device,
     )
     return attrs
-
-
-def read_features(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Features, coords and file attributes of a features file."""
-    with h5py.File(path, "r") as h5:
-        return h5["features"][:], h5["coords"][:], dict(h5.attrs)
 
 
 def write_clam_pt(features_path: str | os.PathLike[str], pt_path: str | os.PathLike[str]) -> None:

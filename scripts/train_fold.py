@@ -1,0 +1,49 @@
+"""Train one model on one cross-validation fold and write its weights, predictions and logs.
+
+input: features, second, split; output: weights, predictions, best_epoch, details, epochs, meta;
+params: outcomes, slides, training
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+
+import pandas as pd
+import torch
+
+from model.data import load_cohort_data
+from model.fold import run_fold, training_device, write_fold_outputs
+from model.splits import read_mcat_split
+from workflow.logs import log_to_file
+
+log = log_to_file(snakemake.log[0])
+cfg = snakemake.params.training
+torch.set_num_threads(snakemake.threads)
+second = "genomics" if snakemake.input.second.endswith("pathways.h5") else "mri"
+outcomes = pd.DataFrame(snakemake.params.outcomes).set_index("patient_id")
+data = load_cohort_data(outcomes, snakemake.params.slides, second, snakemake.input.second)
+train, held_out = read_mcat_split(snakemake.input.split)
+with training_device(cfg["device"]) as device:
+    log.info("%s, fold %s on %s", snakemake.wildcards.model, snakemake.wildcards.fold, device)
+    result, meta = run_fold(
+        data, snakemake.wildcards.model, int(snakemake.wildcards.fold), train, held_out, cfg, device
+    )
+for row in result.log.itertuples():
+    log.info(
+        "epoch %d: loss %.4f, train C %.3f, held-out C %.3f",
+        row.epoch,
+        row.loss,
+        row.train_c_index,
+        row.held_out_c_index,
+    )
+outputs = {
+    "weights": snakemake.output.weights,
+    "predictions": snakemake.output.predictions,
+    "best_epoch": snakemake.output.best_epoch,
+    "details": snakemake.output.details,
+    "log": snakemake.output.epochs,
+    "meta": snakemake.output.meta,
+}
+write_fold_outputs(outputs, result, meta, data)
+log.info("selected epoch %d; %.1f s, peak RSS %.0f MB", meta["selected_epoch"], meta["seconds"], meta["peak_rss_mb"])

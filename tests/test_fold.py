@@ -1,0 +1,195 @@
+"""One fold from files to outputs: cohort data, per-fold standardisation, settings, splits, outputs."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from model.data import DataError, fold_patients, load_cohort_data
+from model.fold import fold_settings, load_weights, run_fold, write_fold_outputs
+from model.registry import MODELS, Inputs, ModelChoice, applies, build_model
+from model.splits import cohort_splits, read_mcat_split, write_mcat_split
+from model.train import TrainSettings, predict, train_fold
+from workflow.genomics import Family, write_pathways
+
+SIZES = [3, 4, 2, 5, 3, 4]
+TRAINING = {
+    "preset": "paper",
+    "seed": 1,
+    "epochs": 2,
+    "lr": 5e-4,
+    "weight_decay": 1e-5,
+    "n_bins": 4,
+    "bins": None,
+    "selection": "last",
+    "inner_fraction": 0.25,
+    "test_rfr": None,
+    "nll_alpha": 0.0,
+    "decoupling_distance": "mse",
+    "decoupling_weight": 1.0,
+    "genomics_clip": None,
+    "mri_depth": 10,
+    "max_patches": None,
+    "device": "cpu",
+}
+
+
+def write_features(path, n, dim=16, seed=0, encoder="resnet50_trunc"):
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("features", data=rng.standard_normal((n, dim)).astype(np.float32))
+        h5.create_dataset("coords", data=np.arange(2 * n, dtype=np.int64).reshape(n, 2) * 256)
+        h5.attrs["encoder"] = encoder
+
+
+def tiny_cohort(tmp_path, n=20, seed=0):
+    """n patients (P0 has two slides), 16-d features, six small gene families with a planted shift."""
+    rng = np.random.default_rng(seed)
+    ids = [f"P{i}" for i in range(n)]
+    outcomes = pd.DataFrame(
+        {"survival_months": rng.exponential(20, n) + 1, "censorship": rng.permutation(np.arange(n) % 2)}, index=ids
+    )
+    slides = {}
+    for i, p in enumerate(ids):
+        files = [(f"{p}-A", tmp_path / f"{p}-A.h5")] + ([(f"{p}-B", tmp_path / f"{p}-B.h5")] if i == 0 else [])
+        for k, (_, path) in enumerate(files):
+            write_features(path, 5 + i % 4 + k, seed=10 * i + k)
+        slides[p] = files
+    families = [Family(f"family {k}", [f"g{k}_{j}" for j in range(d)], d, [], []) for k, d in enumerate(SIZES)]
+    matrices = {f.name: rng.normal(100, 5, (n, d)).astype(np.float32) for f, d in zip(families, SIZES, strict=True)}
+    # Stored in reverse patient order: the loader must reorder rows by patient ID.
+    write_pathways(tmp_path / "pathways.h5", {k: v[::-1] for k, v in matrices.items()}, families, ids[::-1], {})
+    return outcomes, slides, matrices
+
+
+def test_cohort_data_bags_and_per_fold_standardisation(tmp_path):
+    outcomes, slides, matrices = tiny_cohort(tmp_path)
+    data = load_cohort_data(outcomes, slides, "genomics", tmp_path / "pathways.h5")
+    assert np.array_equal(data.families["family 2"], matrices["family 2"])
+    assert data.wsi_dim == 16 and data.omic_sizes == tuple(SIZES)
+    assert data.bags["P0"].shape == (11, 16) and list(data.patches["P0"]["slide_id"].unique()) == ["P0-A", "P0-B"]
+    train, held = fold_patients(data, [f"P{i}" for i in range(15)], ["P15", "P16"])
+    stacked = np.stack([p.other[1].numpy() for p in train])
+    assert np.allclose(stacked.mean(0), 0, atol=1e-5) and np.allclose(stacked.std(0), 1, atol=1e-4)
+    assert abs(float(held[0].other[1].mean())) < 5  # held-out patients use the training fit, not their own
+    with pytest.raises(DataError, match="not in the cohort"):
+        fold_patients(data, ["P1", "Q9"], ["P2"])
+
+
+def test_cohort_data_errors_name_what_is_wrong(tmp_path):
+    outcomes, slides, _ = tiny_cohort(tmp_path)
+    with pytest.raises(DataError, match=r"no genomics for patient\(s\) \['X1'\]"):
+        load_cohort_data(
+            pd.concat([outcomes, outcomes.iloc[:1].rename(index={"P0": "X1"})]),
+            slides | {"X1": slides["P1"]},
+            "genomics",
+            tmp_path / "pathways.h5",
+        )
+    with pytest.raises(DataError, match="have no slide features"):
+        load_cohort_data(outcomes, {k: v for k, v in slides.items() if k != "P3"}, "genomics", tmp_path / "pathways.h5")
+    write_features(tmp_path / "other.h5", 4, encoder="uni")
+    with pytest.raises(DataError, match="different encoders"):
+        load_cohort_data(
+            outcomes, slides | {"P2": [("P2-A", tmp_path / "other.h5")]}, "genomics", tmp_path / "pathways.h5"
+        )
+    write_features(tmp_path / "empty.h5", 0)
+    with pytest.raises(DataError, match="patient P2: no patch features"):
+        load_cohort_data(
+            outcomes, slides | {"P2": [("P2-A", tmp_path / "empty.h5")]}, "genomics", tmp_path / "pathways.h5"
+        )
+
+
+def test_reference_preset_settings():
+    settings, choice, bins = fold_settings(TRAINING | {"preset": "reference"}, "deref", fold=2)
+    assert settings.poly_decay and settings.weighted_sampling and settings.max_patches == 30000
+    assert settings.seed == 3 and choice.rfr() == "random" and bins == "cohort"
+    settings, choice, bins = fold_settings(TRAINING | {"preset": "reference", "bins": "fold"}, "hdmoe", fold=0)
+    assert settings.max_patches is None and bins == "fold"
+    settings, choice, bins = fold_settings(TRAINING, "deref", fold=0)
+    assert not settings.poly_decay and choice.rfr() == "average" and bins == "fold"
+
+
+def test_registry_knows_what_each_model_needs():
+    assert applies("snn", {"wsi", "genomics"}) and not applies("snn", {"wsi", "mri"})
+    assert applies("deref", {"wsi", "mri"}) and applies("mri_resnet", {"wsi", "mri"})
+    with pytest.raises(ValueError, match="needs"):
+        build_model("snn", Inputs("mri", 16, (), 5), ModelChoice())
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("cox", Inputs("genomics", 16, tuple(SIZES)), ModelChoice())
+    for name in MODELS:
+        if applies(name, {"wsi", "genomics"}):
+            model = build_model(name, Inputs("genomics", 16, tuple(SIZES)), ModelChoice(seed=4))
+            out = model.eval()(torch.randn(1, 9, 16), [torch.randn(1, d) for d in SIZES])
+            assert out["hazards"].shape == (1, 4), name
+
+
+def test_fold_outputs_round_trip(tmp_path):
+    outcomes, slides, _ = tiny_cohort(tmp_path)
+    data = load_cohort_data(outcomes, slides, "genomics", tmp_path / "pathways.h5")
+    ids = list(outcomes.index)
+    result, meta = run_fold(data, "deref", 0, ids[4:], ids[:4], TRAINING)
+    assert meta["selected_epoch"] == 1 and meta["bins"] == "fold" and meta["n_held_out"] == 4
+    outputs = {k: str(tmp_path / "out" / f"{k}.x") for k in ("predictions", "best_epoch", "log", "meta")}
+    outputs |= {"weights": str(tmp_path / "out" / "w.safetensors"), "details": str(tmp_path / "out" / "d.h5")}
+    write_fold_outputs(outputs, result, meta, data)
+    predictions = pd.read_csv(outputs["predictions"], sep="\t")
+    assert list(predictions["patient_id"]) == ids[:4] and {"gate_0", "hazard_3", "fold", "epoch"} <= set(predictions)
+    with h5py.File(outputs["details"]) as h5:
+        p0 = h5["P0"]
+        assert p0["attention"].shape == (11,) and p0["coords"].shape == (11, 2)
+        assert {"genomic", "pathology", "shared", "explore", "gate"} <= set(p0)
+        assert p0["slide_id"][-1].decode() == "P0-B"
+    with open(outputs["meta"]) as handle:
+        assert json.load(handle)["model"] == "deref"
+    # Weights reload into a fresh model (safetensors, no pickle) and give the same predictions.
+    fresh = build_model("deref", Inputs("genomics", 16, tuple(SIZES)), ModelChoice(seed=99))
+    load_weights(fresh, outputs["weights"])
+    _, held = fold_patients(data, ids[4:], ids[:4])
+    again, _ = predict(fresh, held)
+    assert np.allclose(again["risk"], predictions["risk"], atol=1e-6)
+
+
+def test_inner_selection_and_optimistic_pick(tmp_path):
+    outcomes, slides, _ = tiny_cohort(tmp_path)
+    data = load_cohort_data(outcomes, slides, "genomics", tmp_path / "pathways.h5")
+    ids = list(outcomes.index)
+    result, meta = run_fold(data, "abmil", 0, ids[4:], ids[:4], TRAINING | {"selection": "inner", "epochs": 3})
+    assert meta["n_inner"] == 4 and meta["n_train"] == 12 and "inner_c_index" in result.log
+    assert result.selected_epoch == int(result.log["inner_c_index"].idxmax())
+    assert result.best_epoch == int(result.log["held_out_c_index"].idxmax())
+
+
+def test_patch_cap_keeps_attention_aligned(tmp_path):
+    outcomes, slides, _ = tiny_cohort(tmp_path)
+    data = load_cohort_data(outcomes, slides, "genomics", tmp_path / "pathways.h5")
+    train, held = fold_patients(data, list(outcomes.index)[2:], ["P0", "P1"])
+    model = build_model("abmil", Inputs("genomics", 16, tuple(SIZES)), ModelChoice())
+    result = train_fold(model, train, held, np.array([0, 5, 10, 20, 1e3]), TrainSettings(epochs=1, max_patches=4))
+    assert result.details["P0"]["attention"].shape == (4,)
+    assert sorted(result.details["P0"]["patch_rows"]) == list(result.details["P0"]["patch_rows"])
+
+
+def test_splits_stratified_or_from_mcat_files(tmp_path):
+    rng = np.random.default_rng(0)
+    outcomes = pd.DataFrame(
+        {"survival_months": rng.exponential(20, 40), "censorship": np.arange(40) % 2},
+        index=[f"P{i}" for i in range(40)],
+    )
+    folds = cohort_splits(outcomes, 5, seed=3)
+    assert sorted(p for _, held in folds for p in held) == sorted(outcomes.index)
+    for k, (train, held) in enumerate(folds):
+        write_mcat_split(tmp_path / f"splits_{k}.csv", train, held)
+        assert read_mcat_split(tmp_path / f"splits_{k}.csv") == (train, held)
+    assert cohort_splits(outcomes, 5, seed=0, mcat_dir=tmp_path) == folds
+    with pytest.raises(ValueError, match=r"splits_5\.csv is missing"):
+        cohort_splits(outcomes, 6, seed=0, mcat_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"patients \['P0'\] are not in the cohort"):
+        cohort_splits(outcomes.drop("P0"), 5, seed=0, mcat_dir=tmp_path)
+    extra = pd.concat([outcomes, outcomes.iloc[:1].rename(index={"P0": "P40"})])
+    with pytest.raises(ValueError, match=r"\['P40'\] of the cohort are in neither column"):
+        cohort_splits(extra, 5, seed=0, mcat_dir=tmp_path)

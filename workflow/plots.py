@@ -1,0 +1,58 @@
+"""Result figures: Kaplan-Meier curves of risk groups and per-epoch C-index curves.
+
+Every figure is saved as PNG (300 dpi) and PDF, each written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from lifelines import KaplanMeierFitter
+from lifelines.plotting import add_at_risk_counts
+
+from workflow.io import atomic_path
+
+GROUP_COLOURS = {"high risk": "#c0392b", "low risk": "#2471a3"}
+
+
+def save_figure(figure: plt.Figure, paths: Sequence[str | os.PathLike[str]]) -> None:
+    """Save one figure under each path (format from the suffix), atomically, then close it."""
+    for path in paths:
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=300, bbox_inches="tight", format=str(path).rsplit(".", 1)[-1])
+    plt.close(figure)
+
+
+def km_figure(
+    curves: Mapping[str, KaplanMeierFitter], title: str, p_value: float, paths: Sequence[str | os.PathLike[str]]
+) -> None:
+    """Kaplan-Meier curves with 95% confidence bands, the log-rank p-value and at-risk counts."""
+    figure, ax = plt.subplots(figsize=(5.2, 4.4))
+    for group, fitter in sorted(curves.items()):
+        fitter.plot_survival_function(ax=ax, ci_show=True, show_censors=True, color=GROUP_COLOURS.get(group))
+    ax.set_xlabel("months")
+    ax.set_ylabel("survival probability")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=10)
+    ax.text(0.97, 0.95, f"log-rank p = {p_value:.2g}", transform=ax.transAxes, ha="right", va="top")
+    add_at_risk_counts(*[curves[g] for g in sorted(curves)], ax=ax, rows_to_show=["At risk"])
+    save_figure(figure, paths)
+
+
+def cindex_curves(logs: Sequence[pd.DataFrame], title: str, paths: Sequence[str | os.PathLike[str]]) -> None:
+    """Training and held-out C-index per epoch, one thin line per fold and the fold mean in bold."""
+    figure, ax = plt.subplots(figsize=(5.2, 3.6))
+    for column, colour in (("train_c_index", "#7f8c8d"), ("held_out_c_index", "#c0392b")):
+        for log in logs:
+            ax.plot(log["epoch"], log[column], color=colour, alpha=0.3, lw=0.8)
+        mean = pd.concat(logs).groupby("epoch")[column].mean()
+        ax.plot(mean.index, mean.to_numpy(), color=colour, lw=2, label=column.replace("_", " "))
+    ax.axhline(0.5, color="black", lw=0.5, ls=":")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("C-index")
+    ax.set_title(title, fontsize=10)
+    ax.legend(frameon=False)
+    save_figure(figure, paths)
