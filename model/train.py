@@ -111,7 +111,8 @@ def auxiliary_loss(model: nn.Module, out: dict[str, torch.Tensor], settings: Tra
     return out["hazards"].new_zeros(())
 
 
-def _epoch_order(bins: np.ndarray, censorship: np.ndarray, rng: np.random.Generator, weighted: bool) -> np.ndarray:
+def epoch_order(bins: np.ndarray, censorship: np.ndarray, rng: np.random.Generator, weighted: bool) -> np.ndarray:
+    """One epoch's patient order: a permutation, or the reference's N/|stratum| weighted draw with replacement."""
     if not weighted:
         return rng.permutation(len(bins))
     strata = 2 * bins + censorship
@@ -205,7 +206,7 @@ def train_fold(
             for group in optimiser.param_groups:
                 group["lr"] = settings.lr * (1 - epoch / settings.epochs) ** 0.9
         model.train()
-        order = _epoch_order(bins, censorship, rng, settings.weighted_sampling)
+        order = epoch_order(bins, censorship, rng, settings.weighted_sampling)
         losses, risks = [], []
         for i in order:
             out = model(data.bag(i)[0], data.others[i])

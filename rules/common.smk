@@ -36,7 +36,9 @@ def _cohort_models(name):
 COHORT_MODELS = {name: _cohort_models(name) for name in COHORTS}
 # Training reruns when the model code changes (a params value; Snakemake only watches scripts).
 MODEL_CODE = hashlib.sha256(
-    b"".join(p.read_bytes() for p in sorted(Path(workflow.basedir, "model").glob("*.py")))
+    b"".join(
+        p.read_bytes() for p in sorted(Path(workflow.basedir, "model").glob("*.py"))
+    )
 ).hexdigest()[:16]
 
 

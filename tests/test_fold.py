@@ -193,3 +193,17 @@ def test_splits_stratified_or_from_mcat_files(tmp_path):
     extra = pd.concat([outcomes, outcomes.iloc[:1].rename(index={"P0": "P40"})])
     with pytest.raises(ValueError, match=r"\['P40'\] of the cohort are in neither column"):
         cohort_splits(extra, 5, seed=0, mcat_dir=tmp_path)
+
+
+@pytest.mark.realdata
+def test_real_tcga_blca_genomics_only_snn(shared_data):
+    """MCAT's BLCA table gives the literature family sizes; the SNN learns on fold 0 (bench/real_tcga_snn.py runs all five)."""
+    from model.data import genomics_only_data
+
+    tcga = shared_data / "tcga"
+    data = genomics_only_data(tcga / "tcga_blca_all_clean.csv.gz", tcga / "signatures.csv")
+    assert len(data.outcomes) == 373 and data.omic_sizes == (94, 334, 521, 468, 1496, 479)
+    train, held = read_mcat_split(tcga / "splits" / "tcga_blca" / "splits_0.csv")
+    result, meta = run_fold(data, "snn", 0, train, held, TRAINING | {"epochs": 8})
+    assert meta["n_train"] == 298 and meta["n_held_out"] == 75
+    assert result.log["held_out_c_index"].max() > 0.55

@@ -10,6 +10,7 @@ import numpy as np
 import openslide
 import pandas as pd
 import pytest
+import safetensors.torch
 import tifffile
 import torch
 import yaml
@@ -57,9 +58,21 @@ def test_dry_run_of_the_full_dag():
     assert int(counts["crop_mri"]) == int(counts["demo_mri"])
     assert int(counts["gather_mri"]) == sum("mri" in c.modalities for c in cohorts.values())
     assert int(counts["demo_mri"]) == sum(len(c.patient_ids) for c in cohorts.values() if c.mri is not None)
+    from model.registry import applies
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    models = {
+        name: [m for m in (spec.get("models") or config["training"]["models"]) if applies(m, set(spec["modalities"]))]
+        for name, spec in config["cohorts"].items()
+    }
+    assert models["demo_tcga"] == ["deref", "hdmoe", "snn", "abmil", "transmil", "concat_mlp"]
+    assert int(counts["make_splits"]) == len(cohorts)
+    assert int(counts["train_fold"]) == config["training"]["folds"] * sum(len(m) for m in models.values())
+    assert int(counts["evaluate_model"]) == sum(len(m) for m in models.values())
+    assert int(counts["summary_table"]) == 1
 
 
-def tiny_config(tmp_path, n_patients=3):
+def tiny_config(tmp_path, n_patients=6):
     config = {
         "cohorts": {
             "tiny_tcga": {
@@ -72,6 +85,15 @@ def tiny_config(tmp_path, n_patients=3):
             },
         },
         "features": {"weights": "random", "write_clam_pt": True},
+        "mri_roi": {"roi_shape": [32, 48, 48]},
+        "training": {
+            "models": ["deref", "snn", "mri_resnet"],
+            "folds": 2,
+            "epochs": 1,
+            "n_bins": 2,
+            "bins": "cohort",
+            "threads": 1,
+        },
     }
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
@@ -135,7 +157,30 @@ def test_demo_run_makes_real_cohorts(tmp_path):
                 assert len(list((root / "mri" / patient).glob("*.nii.gz"))) == 6
                 assert (tmp_path / "results" / cohort / "mri" / "qc" / f"{patient}.png").is_file()
             with h5py.File(tmp_path / "results" / cohort / "mri" / "roi.h5") as h5:
-                assert h5["channels"].shape == (len(truth), 5, 64, 64, 64) and h5["present"][:].all()
+                assert h5["channels"].shape == (len(truth), 5, 32, 48, 48) and h5["present"][:].all()
+        for model in ("deref", "snn") if kind == "tcga" else ("deref", "mri_resnet"):
+            held = []
+            for fold in (0, 1):
+                out = tmp_path / "results" / cohort / "models" / model / f"fold_{fold}"
+                predictions = pd.read_csv(out / "predictions.tsv", sep="\t", dtype={"patient_id": str})
+                held += list(predictions["patient_id"])
+                assert len(safetensors.torch.load_file(out / "weights.safetensors")) > 0
+                assert len(pd.read_csv(out / "log.tsv", sep="\t")) == 1
+                if model == "deref":
+                    assert {"gate_0", "gate_3"} <= set(predictions.columns)
+                    with h5py.File(out / "details.h5") as h5:
+                        first = h5[predictions["patient_id"].iloc[0]]
+                        assert {"attention", "coords", "slide_id", "shared", "explore"} <= set(first)
+            assert sorted(held) == sorted(truth["patient_id"])  # every patient held out exactly once
+            evaluation = tmp_path / "results" / cohort / "evaluation" / model
+            cindex = pd.read_csv(evaluation / "cindex.tsv", sep="\t")
+            assert set(cindex["protocol"]) == {"honest", "best_epoch"} and len(cindex) == 4
+            for figure in ("km.png", "km.pdf", "cindex_curves.png", "cindex_curves.pdf"):
+                assert (evaluation / figure).stat().st_size > 5_000
+    table = pd.read_csv(tmp_path / "results" / "evaluation" / "table.tsv", sep="\t")
+    assert len(table) == 2 * 4 and set(table["cohort"]) == {"tiny_tcga", "tiny_liver"}
+    markdown = (tmp_path / "results" / "evaluation" / "table.md").read_text()
+    assert "| DeReF |" in markdown and "optimistic" in markdown
 
     again = run([*SNAKEMAKE, "--cores", "2", "--directory", str(tmp_path), "-n"], tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
