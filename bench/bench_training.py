@@ -30,8 +30,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from model.bins import assign_bins, time_bin_edges  # noqa: E402
 from model.deref import DeReF, DeReFOptions  # noqa: E402
-from model.survival import assign_bins, nll_survival_loss, time_bin_edges  # noqa: E402
+from model.survival import nll_survival_loss  # noqa: E402
 from model.train import Patient, TrainSettings, auxiliary_loss, epoch_order, predict, train_fold  # noqa: E402
 from workflow.io import write_tsv  # noqa: E402
 

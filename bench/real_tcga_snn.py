@@ -19,27 +19,9 @@ import torch  # noqa: E402
 
 from model.data import genomics_only_data  # noqa: E402
 from model.evaluate import fold_cindex, summarise  # noqa: E402
-from model.fold import run_fold  # noqa: E402
+from model.fold import run_fold, training_defaults  # noqa: E402
 from model.splits import read_mcat_split  # noqa: E402
 from workflow.io import write_tsv  # noqa: E402
-
-TRAINING = {
-    "preset": "paper",
-    "seed": 1,
-    "lr": 5e-4,
-    "weight_decay": 1e-5,
-    "n_bins": 4,
-    "bins": None,
-    "selection": "last",
-    "inner_fraction": 0.2,
-    "test_rfr": None,
-    "nll_alpha": 0.0,
-    "decoupling_distance": "mse",
-    "decoupling_weight": 1.0,
-    "genomics_clip": None,
-    "mri_depth": 10,
-    "max_patches": None,
-}
 
 
 def main() -> None:
@@ -52,10 +34,11 @@ def main() -> None:
     tcga = args.data / "tcga"
     data = genomics_only_data(tcga / "tcga_blca_all_clean.csv.gz", tcga / "signatures.csv")
     print(f"{len(data.outcomes)} patients, omic sizes {list(data.omic_sizes)}")
+    settings = training_defaults() | {"epochs": args.epochs, "device": "cpu"}
     honest, optimistic = [], []
     for fold in range(5):
         train, held = read_mcat_split(tcga / "splits" / "tcga_blca" / f"splits_{fold}.csv")
-        result, meta = run_fold(data, "snn", fold, train, held, TRAINING | {"epochs": args.epochs, "device": "cpu"})
+        result, meta = run_fold(data, "snn", fold, train, held, settings)
         honest.append(result.predictions.assign(fold=fold, epoch=result.selected_epoch))
         optimistic.append(result.best_epoch_predictions.assign(fold=fold, epoch=result.best_epoch))
         print(f"fold {fold}: last epoch C {result.log['held_out_c_index'].iloc[-1]:.3f} ({meta['seconds']:.0f} s)")

@@ -17,7 +17,7 @@ import pandas as pd
 from lifelines import KaplanMeierFitter
 from lifelines.statistics import logrank_test
 
-from model.train import harrell_c
+from model.metrics import harrell_c
 
 PROTOCOLS = {
     "honest": "honest: selected epoch",

@@ -22,21 +22,30 @@ import resource
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
+from model.bins import time_bin_edges
 from model.data import CohortData, fold_patients
 from model.registry import Inputs, ModelChoice, build_model
-from model.survival import time_bin_edges
 from model.train import FoldResult, TrainSettings, train_fold
 from workflow.features.device import claim_device
 from workflow.io import atomic_path, write_tsv
 
 BIN_MODES = ("fold", "cohort")
+SCHEMA = Path(__file__).resolve().parent.parent / "config" / "schemas" / "config.schema.yaml"
+
+
+def training_defaults() -> dict[str, Any]:
+    """The ``training:`` block as the config schema fills it in, for runs outside the workflow."""
+    properties = yaml.safe_load(SCHEMA.read_text())["properties"]["training"]["properties"]
+    return {key: spec.get("default") for key, spec in properties.items()}
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from model.survival import assign_bins, time_bin_edges
+from model.bins import assign_bins, time_bin_edges
 from workflow.io import atomic_path
 
 

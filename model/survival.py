@@ -1,34 +1,13 @@
-"""Discrete-time survival: time bins, the censored negative log-likelihood, hazards to risk.
+"""Discrete-time survival: the censored negative log-likelihood, hazards to survival and risk.
 
-As in MCAT, DeReF and HDMoE: the bins are quartiles of the uncensored patients' times with the
-outer edges widened to the data's range; hazards are per-bin sigmoid outputs, the survival curve
-is S_k = prod_{j<=k} (1 - h_j), and the risk score is -sum_k S_k. Censorship follows the TCGA
-convention (1 = censored/alive, 0 = event).
+As in MCAT, DeReF and HDMoE: hazards are per-bin sigmoid outputs over the bins of ``model.bins``,
+the survival curve is S_k = prod_{j<=k} (1 - h_j), and the risk score is -sum_k S_k. Censorship
+follows the TCGA convention (1 = censored/alive, 0 = event).
 """
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import torch
-
-
-def time_bin_edges(times: np.ndarray, censorship: np.ndarray, n_bins: int = 4, eps: float = 1e-6) -> np.ndarray:
-    """Quantile edges of the uncensored times, first and last widened to the data's min and max."""
-    times = np.asarray(times, float)
-    events = times[np.asarray(censorship) < 1]
-    if len(events) < n_bins:
-        raise ValueError(f"{len(events)} uncensored patients cannot define {n_bins} time bins")
-    _, edges = pd.qcut(events, q=n_bins, retbins=True, labels=False)
-    edges[0] = times.min() - eps
-    edges[-1] = times.max() + eps
-    return edges
-
-
-def assign_bins(times: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Bin index of each time with left-closed bins [a, b); times outside the edges go to the end bins."""
-    inner = np.asarray(edges[1:-1])
-    return np.searchsorted(inner, np.asarray(times, float), side="right").astype(np.int64)
 
 
 def nll_survival_loss(

@@ -21,14 +21,14 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.model_selection import train_test_split
-from sksurv.exceptions import NoComparablePairException
-from sksurv.metrics import concordance_index_censored
 from torch import nn
 
+from model.bins import assign_bins
 from model.deref import DeReF
 from model.hdmoe import HDMoE, hdmoe_auxiliary_loss
 from model.losses import decoupling_loss
-from model.survival import assign_bins, nll_survival_loss
+from model.metrics import harrell_c
+from model.survival import nll_survival_loss
 
 SELECTIONS = ("last", "inner")
 
@@ -84,20 +84,6 @@ class FoldResult:
     best_epoch: int  # reference protocol: best held-out C-index (optimistic)
     best_epoch_predictions: pd.DataFrame
     inner_ids: list[str] = field(default_factory=list)
-
-
-def harrell_c(times: np.ndarray, censorship: np.ndarray, risk: np.ndarray) -> float:
-    """Harrell's C-index (scikit-survival), with censorship = 1 meaning censored; NaN with no comparable pair."""
-    if not np.any(np.asarray(censorship) == 0):
-        return float("nan")
-    try:
-        return float(
-            concordance_index_censored(
-                (np.asarray(censorship) == 0), np.asarray(times, float), np.asarray(risk, float), tied_tol=1e-8
-            )[0]
-        )
-    except NoComparablePairException:
-        return float("nan")
 
 
 def auxiliary_loss(model: nn.Module, out: dict[str, torch.Tensor], settings: TrainSettings) -> torch.Tensor:

@@ -88,3 +88,48 @@ def test_every_rule_that_runs_code_has_a_pinned_env():
                 env = re.search(r'conda:\s*\n\s*"\.\./envs/([\w.-]+)"', block)
                 assert env, f"rule {name} in {smk.name} runs code without conda:"
                 assert (ROOT / "envs" / env.group(1)).is_file()
+
+
+# Import name -> conda-forge package, for the libraries whose absence from a rule's env would break it.
+CHECKED_IMPORTS = {
+    "torch": "pytorch",
+    "torchvision": "torchvision",
+    "timm": "timm",
+    "safetensors": "safetensors",
+    "openslide": "openslide-python",
+    "cv2": "py-opencv",
+    "h5py": "h5py",
+    "nibabel": "nibabel",
+    "SimpleITK": "simpleitk",
+    "sklearn": "scikit-learn",
+    "sksurv": "scikit-survival",
+    "lifelines": "lifelines",
+    "matplotlib": "matplotlib-base",
+    "yaml": "pyyaml",
+}
+
+
+def test_rule_scripts_import_only_what_their_env_has():
+    """Import each script's modules in a fresh interpreter; the libraries they load must be in the rule's env."""
+    import subprocess
+    import sys
+
+    envs = conda_pins()
+    loaded_by: dict[tuple[str, ...], set[str]] = {}
+    for smk in sorted((ROOT / "rules").glob("*.smk")):
+        for block in re.split(r"\n\s*rule ", smk.read_text())[1:]:
+            env = re.search(r'conda:\s*\n\s*"\.\./envs/([\w.-]+)"', block)
+            script = re.search(r'script:\s*\n\s*"\.\./(scripts/[\w.]+)"', block)
+            if not (env and script):
+                continue
+            text = (ROOT / script.group(1)).read_text()
+            imports = tuple(sorted(set(re.findall(r"^(?:from|import) ([\w.]+)", text, re.M)) - {"__future__"}))
+            if imports not in loaded_by:
+                probe = f"import sys; import {', '.join(imports)}; print(' '.join(sys.modules))"
+                done = subprocess.run(
+                    [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+                )
+                loaded_by[imports] = set(done.stdout.split())
+            needed = {CHECKED_IMPORTS[m] for m in loaded_by[imports] if m in CHECKED_IMPORTS}
+            missing = needed - set(envs[env.group(1)])
+            assert not missing, f"{script.group(1)} runs in {env.group(1)} but imports {sorted(missing)}"

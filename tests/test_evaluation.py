@@ -8,7 +8,7 @@ import pytest
 from lifelines.utils import concordance_index
 
 from model.evaluate import fold_cindex, km_curves, markdown_table, median_split, summarise
-from model.train import harrell_c
+from model.metrics import harrell_c
 from workflow.plots import cindex_curves, km_figure
 
 

@@ -11,32 +11,14 @@ import pytest
 import torch
 
 from model.data import DataError, fold_patients, load_cohort_data
-from model.fold import fold_settings, load_weights, run_fold, write_fold_outputs
+from model.fold import fold_settings, load_weights, run_fold, training_defaults, write_fold_outputs
 from model.registry import MODELS, Inputs, ModelChoice, applies, build_model
 from model.splits import cohort_splits, read_mcat_split, write_mcat_split
 from model.train import TrainSettings, predict, train_fold
 from workflow.genomics import Family, write_pathways
 
 SIZES = [3, 4, 2, 5, 3, 4]
-TRAINING = {
-    "preset": "paper",
-    "seed": 1,
-    "epochs": 2,
-    "lr": 5e-4,
-    "weight_decay": 1e-5,
-    "n_bins": 4,
-    "bins": None,
-    "selection": "last",
-    "inner_fraction": 0.25,
-    "test_rfr": None,
-    "nll_alpha": 0.0,
-    "decoupling_distance": "mse",
-    "decoupling_weight": 1.0,
-    "genomics_clip": None,
-    "mri_depth": 10,
-    "max_patches": None,
-    "device": "cpu",
-}
+TRAINING = training_defaults() | {"epochs": 2, "inner_fraction": 0.25, "device": "cpu"}
 
 
 def write_features(path, n, dim=16, seed=0, encoder="resnet50_trunc"):

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
+from model.bins import assign_bins, time_bin_edges
 from model.encoders import TransMIL
 from model.losses import DISTANCES, decoupling_loss
 from model.reorganise import reorganise, restore, segment_counts
-from model.survival import assign_bins, nll_survival_loss, risk_score, survival_curve, time_bin_edges
+from model.survival import nll_survival_loss, risk_score, survival_curve
 
 
 def test_nll_equals_a_hand_computation():

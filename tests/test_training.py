@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
+from model.bins import assign_bins, time_bin_edges
 from model.deref import DeReF
+from model.metrics import harrell_c
 from model.splits import read_mcat_split, stratified_folds
-from model.survival import assign_bins, time_bin_edges
-from model.train import Patient, TrainSettings, harrell_c, train_fold
+from model.train import Patient, TrainSettings, train_fold
 
 FAMILIES = [6, 6, 6, 6, 6, 6]
 
