@@ -125,13 +125,13 @@ def fold_patients(
     row = {p: i for i, p in enumerate(data.outcomes.index)}
     if data.second == "genomics":
         train_rows = [row[p] for p in train_ids]
-        scalers = [Standardizer(genomics_clip).fit(m[train_rows]) for m in data.families.values()]
+        scaled = [
+            torch.from_numpy(Standardizer(genomics_clip).fit(m[train_rows]).transform(m))
+            for m in data.families.values()
+        ]
 
         def other(p: str) -> list[torch.Tensor]:
-            return [
-                torch.from_numpy(s.transform(m[row[p] : row[p] + 1])[0])
-                for s, m in zip(scalers, data.families.values(), strict=True)
-            ]
+            return [family[row[p]] for family in scaled]
     else:
 
         def other(p: str) -> list[torch.Tensor]:

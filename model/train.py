@@ -113,8 +113,13 @@ class _OnDevice:
     def __init__(self, patients: list[Patient], device: torch.device, max_patches: int | None, seed: int) -> None:
         self.bags = [p.bag.to(device).unsqueeze(0) for p in patients]
         self.others = [[x.to(device).unsqueeze(0) for x in p.other] for p in patients]
-        self.max_patches = max_patches
+        self.max_patches, self.seed = max_patches, seed
         self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def reset(self) -> _OnDevice:
+        """Restart the patch-cap draws, so every evaluation caps each bag the same way."""
+        self.generator.manual_seed(self.seed)
+        return self
 
     def bag(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The bag, capped to ``max_patches`` random rows (kept in order), and the kept rows if capped."""
@@ -126,16 +131,20 @@ class _OnDevice:
 
 
 def predict(
-    model: nn.Module, patients: list[Patient], settings: TrainSettings | None = None
+    model: nn.Module,
+    patients: list[Patient],
+    settings: TrainSettings | None = None,
+    on_device: _OnDevice | None = None,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
     """Eval-mode risk, hazards, survival (and gate weights) per patient, plus per-patient details.
 
     Details are every other per-patient output: decoupled features, attention over patches, routers;
     with a patch cap, ``patch_rows`` says which rows of the bag the attention refers to.
+    ``on_device`` reuses these patients' tensors already on the device (training evaluates every epoch).
     """
     settings = settings or TrainSettings()
     device = next(model.parameters()).device
-    data = _OnDevice(patients, device, settings.max_patches, settings.seed)
+    data = (on_device or _OnDevice(patients, device, settings.max_patches, settings.seed)).reset()
     model.eval()
     rows, details = [], {}
     with torch.no_grad():
@@ -182,6 +191,8 @@ def train_fold(
     censorship = np.array([p.censorship for p in train], dtype=np.int64)
     bins = assign_bins(times, edges)
     data = _OnDevice(train, device, settings.max_patches, settings.seed)
+    held_data = _OnDevice(held_out, device, settings.max_patches, settings.seed)
+    inner_data = _OnDevice(inner, device, settings.max_patches, settings.seed)
     bins_t = torch.as_tensor(bins, device=device)
     censorship_t = torch.as_tensor(censorship, device=device)
     log, best_c, inner_best = [], -1.0, -1.0
@@ -203,7 +214,7 @@ def train_fold(
             optimiser.step()
             losses.append(loss.detach())
             risks.append(out["risk"].detach())
-        held, held_details = predict(model, held_out, settings)
+        held, held_details = predict(model, held_out, settings, held_data)
         entry = {
             "epoch": epoch,
             "lr": optimiser.param_groups[0]["lr"],
@@ -212,7 +223,7 @@ def train_fold(
             "held_out_c_index": harrell_c(held["survival_months"], held["censorship"], held["risk"]),
         }
         if inner:
-            inner_table, _ = predict(model, inner, settings)
+            inner_table, _ = predict(model, inner, settings, inner_data)
             entry["inner_c_index"] = harrell_c(
                 inner_table["survival_months"], inner_table["censorship"], inner_table["risk"]
             )

@@ -106,11 +106,15 @@ def get_patch_files(wildcards):
     ]
 
 
+def _features_file(cohort, slide):
+    """A slide's features file for the configured encoder (the only one {encoder} matches)."""
+    return f"results/{cohort}/features/{ENCODER}/{slide}.h5"
+
+
 def get_feature_files(wildcards):
     """Features files of all slides of a cohort for the configured encoder."""
     return [
-        f"results/{wildcards.cohort}/features/{wildcards.encoder}/{s}.h5"
-        for s in COHORTS[wildcards.cohort].slide_ids
+        _features_file(wildcards.cohort, s) for s in COHORTS[wildcards.cohort].slide_ids
     ]
 
 
@@ -185,17 +189,14 @@ def get_mri_patient_rois(wildcards):
     ]
 
 
-def get_training_features(wildcards):
-    """Features files of all slides of a cohort for the configured encoder (training input)."""
-    return [
-        f"results/{wildcards.cohort}/features/{ENCODER}/{s}.h5"
-        for s in COHORTS[wildcards.cohort].slide_ids
-    ]
+def get_second_kind(wildcards):
+    """The cohort's second modality: genomics or mri."""
+    return "genomics" if "genomics" in COHORTS[wildcards.cohort].modalities else "mri"
 
 
 def get_second_modality(wildcards):
     """The cohort's second-modality tensor file: pathway tensors or MRI ROI crops."""
-    if "genomics" in COHORTS[wildcards.cohort].modalities:
+    if get_second_kind(wildcards) == "genomics":
         return f"results/{wildcards.cohort}/genomics/pathways.h5"
     return f"results/{wildcards.cohort}/mri/roi.h5"
 
@@ -219,7 +220,7 @@ def get_patient_slides(wildcards):
     mapping = {}
     for slide, patient in zip(slides.index, slides["patient_id"]):
         mapping.setdefault(patient, []).append(
-            [slide, f"results/{wildcards.cohort}/features/{ENCODER}/{slide}.h5"]
+            [slide, _features_file(wildcards.cohort, slide)]
         )
     return mapping
 

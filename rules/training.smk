@@ -24,7 +24,7 @@ rule make_splits:
 
 rule train_fold:
     input:
-        features=get_training_features,
+        features=get_feature_files,
         second=get_second_modality,
         split="results/{cohort}/splits/splits_{fold}.csv",
     output:
@@ -47,6 +47,7 @@ rule train_fold:
     params:
         outcomes=get_outcomes,
         slides=get_patient_slides,
+        second=get_second_kind,
         training=lookup(dpath="training", within=config),
         model_code=MODEL_CODE,
     script:

@@ -1,7 +1,7 @@
 """Train one model on one cross-validation fold and write its weights, predictions and logs.
 
 input: features, second, split; output: weights, predictions, best_epoch, details, epochs, meta;
-params: outcomes, slides, training
+params: outcomes, slides, second, training
 """
 
 import sys
@@ -20,9 +20,8 @@ from workflow.logs import log_to_file
 log = log_to_file(snakemake.log[0])
 cfg = snakemake.params.training
 torch.set_num_threads(snakemake.threads)
-second = "genomics" if snakemake.input.second.endswith("pathways.h5") else "mri"
 outcomes = pd.DataFrame(snakemake.params.outcomes).set_index("patient_id")
-data = load_cohort_data(outcomes, snakemake.params.slides, second, snakemake.input.second)
+data = load_cohort_data(outcomes, snakemake.params.slides, snakemake.params.second, snakemake.input.second)
 train, held_out = read_mcat_split(snakemake.input.split)
 with training_device(cfg["device"]) as device:
     log.info("%s, fold %s on %s", snakemake.wildcards.model, snakemake.wildcards.fold, device)
