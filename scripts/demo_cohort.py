@@ -1,6 +1,7 @@
-"""Write a demo cohort's hidden truth (one row per patient) and its slide table.
+"""Write every embedded demo cohort: tables, slides, genomics and MRI, from each cohort's seed.
 
-output: truth, slides; params: demo (the cohort's demo: config block)
+output: every demo file (where the cohorts' sheets point); params: demos (cohort -> demo: block);
+threads: processes that render slides and MRI volumes
 """
 
 import sys
@@ -8,10 +9,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from workflow.demo.make import spec_from_config, write_tables
+from workflow.demo.make import spec_from_config, write_cohorts
 from workflow.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
-spec = spec_from_config(snakemake.params.demo)
-log.info("demo cohort %s: %s", snakemake.wildcards.cohort, spec)
-write_tables(spec, snakemake.output.truth, snakemake.output.slides)
+specs = {name: spec_from_config(demo) for name, demo in snakemake.params.demos.items()}
+for name, spec in specs.items():
+    log.info("demo cohort %s: %s", name, spec)
+write_cohorts(specs, workers=snakemake.threads)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import cv2
 import nibabel as nib
 import numpy as np
@@ -14,8 +17,8 @@ from scipy.stats import spearmanr
 
 from tests.conftest import ROOT
 from workflow.demo import genomics, mri, tissue
-from workflow.demo.design import DemoSpec, item_rng, slides_table, truth_table
-from workflow.demo.make import MPP_BY_MAGNIFICATION, make_mri, make_slide, read_tables, write_tables
+from workflow.demo.design import DemoSpec, item_rng, mri_sheet, slides_sheet, slides_table, truth_table
+from workflow.demo.make import MPP_BY_MAGNIFICATION, make_mri, make_slide, read_tables, write_cohorts, write_tables
 from workflow.genomics import METADATA
 
 DEFAULT_COHORTS = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["cohorts"]
@@ -150,3 +153,27 @@ def test_mri_tumour_grows_with_risk():
 
 def render_mask_voxels(view: float) -> int:
     return int(mri.render_patient(view, item_rng(0, 1))[1].sum())
+
+
+def test_cohorts_land_where_their_sheets_point_and_parallel_rendering_changes_nothing(tmp_path, monkeypatch):
+    specs = {
+        "t": DemoSpec(kind="tcga", seed=3, n_patients=2, frac_two_slides=0.5, frac_40x=0.0),
+        "l": DemoSpec(kind="liver", seed=3, n_patients=2, frac_40x=0.0),
+    }
+    written = []
+    for workers in (1, 2):
+        (tmp_path / str(workers)).mkdir()
+        monkeypatch.chdir(tmp_path / str(workers))
+        write_cohorts(specs, workers=workers)
+        files = sorted(p for p in Path(".").rglob("*") if p.is_file())
+        written.append({str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files})
+    assert written[0] == written[1]
+    expected = {"resources/demo/t/genomics.csv", "resources/demo/t/signatures.csv"}
+    for name, spec in specs.items():
+        truth = truth_table(spec)
+        expected |= {f"resources/demo/{name}/truth.tsv", f"resources/demo/{name}/slides.tsv"}
+        expected |= set(slides_sheet(name, slides_table(spec, truth))["path"])
+        if spec.kind == "liver":
+            sheet = mri_sheet(name, truth)
+            expected |= set(sheet["image"]) | set(sheet["mask"])
+    assert set(written[0]) == expected

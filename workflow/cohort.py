@@ -3,7 +3,7 @@
 Every error names the sheet, the line (as a spreadsheet shows it: the header is line 1), the ID
 and the column, and says what is expected, so a user can fix the sheet without reading code.
 A demo cohort's sheets come from its seed (``workflow.demo.design``) instead of files, and go
-through the same checks except for file existence: the demo rules make those files.
+through the same checks except for file existence: the demo_cohort rule makes those files.
 """
 
 from __future__ import annotations

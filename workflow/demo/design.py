@@ -143,7 +143,7 @@ def demo_root(cohort: str) -> str:
 
 
 def slides_sheet(cohort: str, slides: pd.DataFrame) -> pd.DataFrame:
-    """The slides.tsv for a demo cohort: paths point at files the demo rules generate."""
+    """The slides.tsv for a demo cohort: paths point at files the demo_cohort rule generates."""
     sheet = slides[["slide_id", "patient_id"]].copy()
     sheet["path"] = [f"{demo_root(cohort)}/slides/{s}.svs" for s in sheet["slide_id"]]
     return sheet

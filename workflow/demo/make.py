@@ -1,16 +1,26 @@
-"""Entry points the demo rules call: cohort tables, one slide, one patient's MRI, genomics."""
+"""Writing the demo cohorts: tables, slides, MRI and genomics, each item from its own seeded stream.
+
+Every slide and MRI volume is a pure function of the spec and the item's index, so items can be
+rendered in any order and in parallel processes and the files are the same.
+"""
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from workflow.demo import genomics, mri, tissue
-from workflow.demo.design import DemoSpec, item_rng, slides_table, truth_table
+from workflow.demo.design import DemoSpec, demo_root, item_rng, slides_sheet, slides_table, truth_table
 from workflow.io import write_tsv
+
+log = logging.getLogger(__name__)
 
 # Scan resolutions as Aperio reports them for 40x and 20x scans.
 MPP_BY_MAGNIFICATION = {40: 0.252, 20: 0.499}
@@ -69,3 +79,31 @@ def make_genomics(
 ) -> None:
     """Write the MCAT-style genomics table and the signatures file."""
     genomics.write_genomics(spec, truth, slides, table_path, signatures_path)
+
+
+def write_cohorts(specs: Mapping[str, DemoSpec], workers: int = 1) -> None:
+    """Write every file of each demo cohort under ``demo_root(name)``, where its sheets point.
+
+    Tables and genomics are written here; slides and MRI volumes are rendered in ``workers``
+    processes, since each costs about a second and there are dozens per cohort.
+    """
+    items: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+    for name, spec in specs.items():
+        root = Path(demo_root(name))
+        write_tables(spec, root / "truth.tsv", root / "slides.tsv")
+        truth, slides = read_tables(root / "truth.tsv", root / "slides.tsv")
+        if "genomics" in spec.modalities:
+            make_genomics(spec, truth, slides, root / "genomics.csv", root / "signatures.csv")
+        for slide_id, path in slides_sheet(name, slides)[["slide_id", "path"]].itertuples(index=False):
+            items.append((make_slide, (spec, truth, slides, slide_id, path)))
+        if "mri" in spec.modalities:
+            items += [(make_mri, (spec, truth, p, root / "mri" / p)) for p in truth["patient_id"]]
+    if workers <= 1:
+        for function, args in items:
+            function(*args)
+    else:
+        # fork: the script runs as __main__, which spawn and forkserver would import again
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            for future in [pool.submit(function, *args) for function, args in items]:
+                future.result()
+    log.info("wrote %d slides and MRI patients with %d worker(s)", len(items), workers)
