@@ -11,7 +11,7 @@ sys.path.insert(0, workflow.basedir)
 
 from model.registry import MODELS, applies
 from workflow.cohort import load_cohorts
-from workflow.demo.design import LIVER_SEQUENCES, demo_root
+from workflow.demo.design import demo_root
 
 validate(config, schema="../config/schemas/config.schema.yaml")
 COHORTS = load_cohorts(config)

@@ -23,7 +23,7 @@ import yaml
 from workflow.demo.design import (
     LIVER_SEQUENCES,
     DemoSpec,
-    demo_root,
+    genomics_files,
     mri_sheet,
     patients_sheet,
     slides_sheet,
@@ -237,11 +237,7 @@ def load_cohort(name: str, cfg: Mapping[str, Any]) -> Cohort:
     if "genomics" in modalities:
         gcfg = dict(cfg.get("genomics", {}))
         if demo is not None:
-            gcfg = {
-                "table": f"{demo_root(name)}/genomics.csv",
-                "signatures": f"{demo_root(name)}/signatures.csv",
-                "patient_column": "case_id",
-            } | gcfg
+            gcfg = {**genomics_files(name), "patient_column": "case_id"} | gcfg
         absent = [k for k in ("table", "signatures") if not gcfg.get(k)]
         if absent:
             raise CohortError(

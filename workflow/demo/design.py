@@ -142,6 +142,11 @@ def demo_root(cohort: str) -> str:
     return f"resources/demo/{cohort}"
 
 
+def genomics_files(cohort: str) -> dict[str, str]:
+    """The genomics table and signatures file of a TCGA-like demo cohort."""
+    return {"table": f"{demo_root(cohort)}/genomics.csv", "signatures": f"{demo_root(cohort)}/signatures.csv"}
+
+
 def slides_sheet(cohort: str, slides: pd.DataFrame) -> pd.DataFrame:
     """The slides.tsv for a demo cohort: paths point at files the demo_cohort rule generates."""
     sheet = slides[["slide_id", "patient_id"]].copy()

@@ -17,7 +17,16 @@ from typing import Any
 import pandas as pd
 
 from workflow.demo import genomics, mri, tissue
-from workflow.demo.design import DemoSpec, demo_root, item_rng, slides_sheet, slides_table, truth_table
+from workflow.demo.design import (
+    DemoSpec,
+    demo_root,
+    genomics_files,
+    item_rng,
+    mri_sheet,
+    slides_sheet,
+    slides_table,
+    truth_table,
+)
 from workflow.io import write_tsv
 
 log = logging.getLogger(__name__)
@@ -93,11 +102,16 @@ def write_cohorts(specs: Mapping[str, DemoSpec], workers: int = 1) -> None:
         write_tables(spec, root / "truth.tsv", root / "slides.tsv")
         truth, slides = read_tables(root / "truth.tsv", root / "slides.tsv")
         if "genomics" in spec.modalities:
-            make_genomics(spec, truth, slides, root / "genomics.csv", root / "signatures.csv")
+            files = genomics_files(name)
+            make_genomics(spec, truth, slides, files["table"], files["signatures"])
         for slide_id, path in slides_sheet(name, slides)[["slide_id", "path"]].itertuples(index=False):
             items.append((make_slide, (spec, truth, slides, slide_id, path)))
         if "mri" in spec.modalities:
-            items += [(make_mri, (spec, truth, p, root / "mri" / p)) for p in truth["patient_id"]]
+            masks = mri_sheet(name, truth).drop_duplicates("patient_id")
+            items += [
+                (make_mri, (spec, truth, p, Path(m).parent))
+                for p, m in zip(masks["patient_id"], masks["mask"], strict=True)
+            ]
     if workers <= 1:
         for function, args in items:
             function(*args)
