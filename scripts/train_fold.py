@@ -4,6 +4,7 @@ input: features, second, split; output: weights, predictions, best_epoch, detail
 params: outcomes, slides, second, training
 """
 
+import gc
 import sys
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from model.fold import run_fold, training_device, write_fold_outputs
 from model.splits import read_mcat_split
 from workflow.logs import log_to_file
 
+# Everything imported lives until exit: frozen, the garbage collector never walks it, which
+# saves about 1 s of interpreter exit per job (measured with torch and timm loaded).
+gc.freeze()
 log = log_to_file(snakemake.log[0])
 cfg = snakemake.params.training
 torch.set_num_threads(snakemake.threads)
