@@ -65,7 +65,10 @@ class SNN(nn.Module):
 
     Two SNN blocks and a linear head, with MCAT's LeCun-normal init. (MCAT's standalone ``SNN``
     "small" stacks four 256-wide blocks; its fusion models' genomic branch, used here, has two.)
+    The whole network is genomic: an L1 penalty covers every weight, as MCAT's ``l1_reg_all``.
     """
+
+    genomic_only = True
 
     def __init__(self, omic_sizes: list[int], n_bins: int = 4, hidden: int = 256, dropout: float = 0.25) -> None:
         super().__init__()

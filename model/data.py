@@ -1,15 +1,17 @@
-"""A cohort's training inputs, read once per job: patch bags, the second modality and outcomes.
+"""A cohort's training inputs, read once per job: patch bags, gene families, MRI ROIs and outcomes.
 
-Bags are concatenated over a patient's slides (as MCAT, DeReF and HDMoE do) and cached in memory,
-so no step reads the disk (the reference reloads every bag at every step). Genomic families are
-standardised per fold, fit on that fold's training patients only (``fold_patients``).
+A job reads only the modalities its model uses (``model.registry.uses``). Bags are concatenated
+over a patient's slides (as MCAT, DeReF and HDMoE do) and cached in memory, so no step reads the
+disk (the reference reloads every bag at every step). Per fold, fit on that fold's training
+patients only (``fold_patients``): genomic families are standardised per column, and with
+``wsi_standardise`` patch features per dimension over every training patch.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
@@ -27,18 +29,23 @@ class DataError(ValueError):
 
 @dataclass
 class CohortData:
-    """Outcomes (indexed by patient_id), bags and their patch positions, and the second modality."""
+    """Outcomes (indexed by patient_id) and whichever modalities were read; absent ones are empty."""
 
     outcomes: pd.DataFrame  # survival_months, censorship
-    bags: dict[str, torch.Tensor]  # patient -> (N, D) float32
-    patches: dict[str, pd.DataFrame]  # patient -> slide_id, x, y of each bag row
-    second: str  # "genomics" or "mri"
-    families: dict[str, np.ndarray]  # family -> (patients, d_i), rows in outcomes order (genomics)
-    mri: np.ndarray | None  # (patients, C, D, H, W) (mri)
+    bags: dict[str, torch.Tensor] = field(default_factory=dict)  # patient -> (N, D) float32
+    patches: dict[str, pd.DataFrame] = field(default_factory=dict)  # patient -> slide_id, x, y per bag row
+    families: dict[str, np.ndarray] = field(default_factory=dict)  # family -> (patients, d_i), outcomes order
+    mri: np.ndarray | None = None  # (patients, C, D, H, W)
+    mri_mask: np.ndarray | None = None  # (patients, D, H, W) tumour masks
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        present = {"wsi": bool(self.bags), "genomics": bool(self.families), "mri": self.mri is not None}
+        return tuple(m for m, here in present.items() if here)
 
     @property
     def wsi_dim(self) -> int:
-        return next(iter(self.bags.values())).shape[1]
+        return next(iter(self.bags.values())).shape[1] if self.bags else 0
 
     @property
     def omic_sizes(self) -> tuple[int, ...]:
@@ -84,46 +91,60 @@ def read_families(path: str | os.PathLike[str], patients: Sequence[str]) -> dict
     return {name: m[order] for name, m in matrices.items()}
 
 
-def read_mri(path: str | os.PathLike[str], patients: Sequence[str]) -> np.ndarray:
-    """The (patients, C, D, H, W) ROI stack of roi.h5, rows in ``patients`` order."""
+def read_mri(path: str | os.PathLike[str], patients: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The (patients, C, D, H, W) ROI stack of roi.h5 and its (patients, D, H, W) masks, in ``patients`` order."""
     with h5py.File(path, "r") as h5:
         ids = [p.decode() if isinstance(p, bytes) else str(p) for p in h5["patients"][:]]
         row = {p: i for i, p in enumerate(ids)}
         missing = [p for p in patients if p not in row]
         if missing:
             raise DataError(f"{path}: no MRI ROI for patient(s) {missing[:5]}; rerun the MRI stage")
-        channels = h5["channels"][:]
-    return channels[[row[p] for p in patients]].astype(np.float32, copy=False)
+        channels, masks = h5["channels"][:], h5["masks"][:]
+    order = [row[p] for p in patients]
+    return channels[order].astype(np.float32, copy=False), masks[order].astype(bool, copy=False)
 
 
 def load_cohort_data(
     outcomes: pd.DataFrame,
-    slides: Mapping[str, Sequence[tuple[str, str | os.PathLike[str]]]],
-    second: str,
-    second_path: str | os.PathLike[str],
+    slides: Mapping[str, Sequence[tuple[str, str | os.PathLike[str]]]] | None = None,
+    genomics: str | os.PathLike[str] | None = None,
+    mri: str | os.PathLike[str] | None = None,
 ) -> CohortData:
-    """Everything a fold needs. ``outcomes`` is indexed by patient_id (survival_months, censorship)."""
+    """Everything a fold needs from the modalities given. ``outcomes`` is indexed by patient_id."""
     patients = list(outcomes.index)
-    no_slides = [p for p in patients if not slides.get(p)]
-    if no_slides:
-        raise DataError(f"patient(s) {no_slides[:5]} have no slide features; add their slides to slides.tsv")
-    bags, patches = read_bags({p: slides[p] for p in patients})
-    if second == "genomics":
-        return CohortData(outcomes, bags, patches, second, read_families(second_path, patients), None)
-    if second == "mri":
-        return CohortData(outcomes, bags, patches, second, {}, read_mri(second_path, patients))
-    raise DataError(f"unknown second modality {second!r}; expected genomics or mri")
+    if not (slides or genomics or mri):
+        raise DataError("no modality given: a model reads at least one of the WSI features, genomics or MRI")
+    data = CohortData(outcomes)
+    if slides:
+        no_slides = [p for p in patients if not slides.get(p)]
+        if no_slides:
+            raise DataError(f"patient(s) {no_slides[:5]} have no slide features; add their slides to slides.tsv")
+        data.bags, data.patches = read_bags({p: slides[p] for p in patients})
+    if genomics:
+        data.families = read_families(genomics, patients)
+    if mri:
+        data.mri, data.mri_mask = read_mri(mri, patients)
+    return data
 
 
 def fold_patients(
-    data: CohortData, train_ids: Sequence[str], held_ids: Sequence[str], genomics_clip: float | None = None
+    data: CohortData,
+    train_ids: Sequence[str],
+    held_ids: Sequence[str],
+    second: str | None = None,
+    genomics_clip: float | None = None,
+    wsi_standardise: bool = False,
 ) -> tuple[list[Patient], list[Patient]]:
-    """Training and held-out patients of one fold; genomics standardised on the training patients."""
+    """Training and held-out patients of one fold; scaling fit on the training patients only.
+
+    ``second`` is the modality a model pairs with the WSI (genomics, mri or None); a cohort
+    without WSI gives every patient an empty bag.
+    """
     unknown = sorted(set(train_ids) - set(data.outcomes.index)) + sorted(set(held_ids) - set(data.outcomes.index))
     if unknown:
         raise DataError(f"split names patient(s) {unknown[:5]} that are not in the cohort's patients.tsv")
     row = {p: i for i, p in enumerate(data.outcomes.index)}
-    if data.second == "genomics":
+    if second == "genomics":
         train_rows = [row[p] for p in train_ids]
         scaled = [
             torch.from_numpy(Standardizer(genomics_clip).fit(m[train_rows]).transform(m))
@@ -132,29 +153,24 @@ def fold_patients(
 
         def other(p: str) -> list[torch.Tensor]:
             return [family[row[p]] for family in scaled]
-    else:
+    elif second == "mri":
 
         def other(p: str) -> list[torch.Tensor]:
             return [torch.from_numpy(data.mri[row[p]])]
+    else:
+
+        def other(p: str) -> list[torch.Tensor]:
+            return []
+
+    bags = data.bags
+    if wsi_standardise and bags:
+        scaler = Standardizer().fit_parts(bags[p].numpy() for p in train_ids)
+        bags = {p: torch.from_numpy(scaler.transform(bags[p].numpy())) for p in [*train_ids, *held_ids]}
+    empty = torch.zeros(0, 0)
 
     def patient(p: str) -> Patient:
         outcome = data.outcomes.loc[p]
-        return Patient(p, data.bags[p], other(p), float(outcome["survival_months"]), int(outcome["censorship"]))
+        time, censorship = float(outcome["survival_months"]), int(outcome["censorship"])
+        return Patient(p, bags.get(p, empty), other(p), time, censorship)
 
     return [patient(p) for p in train_ids], [patient(p) for p in held_ids]
-
-
-def genomics_only_data(table_path: str | os.PathLike[str], signatures_path: str | os.PathLike[str]) -> CohortData:
-    """An MCAT CSV as a cohort for genomics-only models (no slides: each bag is one zero patch).
-
-    Outcomes come from the table's first row per ``case_id``; families as ``build_pathways``
-    (rnaseq + cnv, MCAT's order). This is the real-data check of the SNN path.
-    """
-    from workflow.genomics import build_pathways
-
-    table = pd.read_csv(table_path, usecols=["case_id", "survival_months", "censorship"], dtype={"case_id": str})
-    outcomes = table.drop_duplicates("case_id").set_index("case_id").rename_axis("patient_id")
-    patients = list(outcomes.index)
-    families, _ = build_pathways(table_path, signatures_path, patients)
-    bags = {p: torch.zeros(1, 1) for p in patients}
-    return CohortData(outcomes, bags, {}, "genomics", families, None)

@@ -11,7 +11,7 @@ registry at parse time without importing torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -23,13 +23,18 @@ PRESETS = ("paper", "reference")
 
 @dataclass(frozen=True)
 class Inputs:
-    """What the cohort offers a model: the second modality and its sizes."""
+    """What a model reads (``uses``: a subset of MODALITIES) and the sizes of those inputs."""
 
-    second: str  # "genomics" or "mri"
+    modalities: tuple[str, ...]
     wsi_dim: int = 1024
     omic_sizes: tuple[int, ...] = ()
     mri_channels: int = 0
     n_bins: int = 4
+
+    @property
+    def second(self) -> str | None:
+        """The modality besides the WSI: genomics or MRI (a model reads at most one of them)."""
+        return next((m for m in ("genomics", "mri") if m in self.modalities), None)
 
 
 @dataclass(frozen=True)
@@ -106,8 +111,13 @@ def _concat_mlp(inputs: Inputs, choice: ModelChoice) -> nn.Module:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    needs: frozenset[str]  # "wsi", "genomics", "mri", or "second" for either of the latter
-    build: Callable[[Inputs, ModelChoice], nn.Module]
+    """``needs``: "wsi", "genomics", "mri", or "second" for either of the latter; empty = any modality.
+
+    ``build`` is None for models that are not torch networks (coxph, fit by ``model.coxph``).
+    """
+
+    needs: frozenset[str]
+    build: Callable[[Inputs, ModelChoice], nn.Module] | None
     description: str
 
 
@@ -119,13 +129,33 @@ MODELS: dict[str, ModelSpec] = {
     "abmil": ModelSpec(frozenset({"wsi"}), _abmil, "ABMIL (WSI only)"),
     "transmil": ModelSpec(frozenset({"wsi"}), _transmil, "TransMIL (WSI only)"),
     "concat_mlp": ModelSpec(frozenset({"wsi", "second"}), _concat_mlp, "Concat + MLP (late fusion)"),
+    "coxph": ModelSpec(frozenset(), None, "Cox PH (ridge, PCA per modality)"),
 }
+MODALITIES = ("wsi", "genomics", "mri")
 
 
-def applies(name: str, modalities: set[str] | frozenset[str]) -> bool:
-    """Whether a model can be trained on a cohort with these modalities (wsi + genomics or wsi + mri)."""
+def applies(name: str, modalities: Iterable[str]) -> bool:
+    """Whether a model can be trained on a cohort with these modalities (any one or two of MODALITIES)."""
+    modalities = set(modalities)
     needs = MODELS[name].needs
     return all(m in modalities or (m == "second" and modalities - {"wsi"}) for m in needs)
+
+
+def uses(name: str, modalities: Iterable[str]) -> tuple[str, ...]:
+    """The cohort modalities a model reads, in MODALITIES order (its training job's only inputs).
+
+    "second" resolves to the cohort's genomics, else its MRI; a model with no needs (coxph)
+    reads every modality of the cohort.
+    """
+    modalities = set(modalities)
+    if not applies(name, modalities):
+        raise ValueError(f"model {name!r} needs {sorted(MODELS[name].needs)}; the cohort has {sorted(modalities)}")
+    needs = MODELS[name].needs
+    if not needs:
+        return tuple(m for m in MODALITIES if m in modalities)
+    second = "genomics" if "genomics" in modalities else "mri"
+    wanted = {second if m == "second" else m for m in needs}
+    return tuple(m for m in MODALITIES if m in wanted)
 
 
 def build_model(name: str, inputs: Inputs, choice: ModelChoice) -> nn.Module:
@@ -134,10 +164,12 @@ def build_model(name: str, inputs: Inputs, choice: ModelChoice) -> nn.Module:
 
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    build = MODELS[name].build
+    if build is None:
+        raise ValueError(f"model {name!r} is not a network; model.fold fits it with its own module")
     if choice.preset not in PRESETS:
         raise ValueError(f"unknown preset {choice.preset!r}; choose from {PRESETS}")
-    modalities = {"wsi", inputs.second}
-    if not applies(name, modalities):
-        raise ValueError(f"model {name!r} needs {sorted(MODELS[name].needs)}; this cohort has {sorted(modalities)}")
+    if not applies(name, inputs.modalities):
+        raise ValueError(f"model {name!r} needs {sorted(MODELS[name].needs)}; it is given {list(inputs.modalities)}")
     torch.manual_seed(choice.seed)
-    return MODELS[name].build(inputs, choice)
+    return build(inputs, choice)

@@ -1,13 +1,22 @@
-"""Training one cross-validation fold: batch size 1 over patients, NLL + the model's auxiliary loss.
+"""Training one cross-validation fold: NLL + the model's auxiliary loss, gradients accumulated over patients.
 
 Every epoch logs the training C-index (train-mode predictions as the epoch runs, as the
-reference) and the held-out C-index (eval mode). Model selection:
+reference) and the held-out C-index (eval mode). Model selection, never on the held-out patients:
 
-- ``selection="last"`` (default, honest): the last epoch's weights and held-out predictions.
+- ``selection="last"``: the last epoch's weights and held-out predictions.
 - ``selection="inner"``: a stratified inner validation split of the training patients picks the
-  epoch; the model trains on the rest.
+  epoch (its NLL, or its C-index), with optional early stopping after ``patience`` epochs without
+  improvement; the model trains on the rest.
+- ``selection="ensemble"``: ``ensemble_size`` models, one per inner fold of the training
+  patients, each selected (and early-stopped) on its own inner fold; their hazards are averaged.
 - Always computed besides, and labelled optimistic: the reference protocol, the epoch with the
   best held-out C-index (strict >), i.e. chosen on the fold that is reported.
+
+``batch_size`` patients share one optimiser step (their gradients accumulated, MCAT's ``gc``:
+each patient's loss divided by the batch size), so bags of any size train together. ``l1`` adds
+MCAT's penalty on the genomic network's weights once per patient inside the accumulation (an
+effective ``batch_size * l1`` per step, as MCAT's SNN recipe). With ``batch_size=1`` and ``l1=0``
+a step is exactly the authors' batch-1 update.
 
 Inputs live on the training device for the whole fold and per-step scalars stay there until the
 epoch ends, so a step does no host work besides the optional patch cap.
@@ -15,29 +24,34 @@ epoch ends, so a step does no host work besides the optional patch cap.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch import nn
 
 from model.bins import assign_bins
 from model.deref import DeReF
+from model.encoders import SNNBlock
 from model.hdmoe import HDMoE, hdmoe_auxiliary_loss
 from model.losses import decoupling_loss
 from model.metrics import harrell_c
 from model.survival import nll_survival_loss
 
-SELECTIONS = ("last", "inner")
+SELECTIONS = ("last", "inner", "ensemble")
+INNER_METRICS = ("loss", "c_index")
+MEMBER_SEED_STRIDE = 100  # ensemble member m of fold k is seeded seed + k + 100 m
 
 
 @dataclass
 class Patient:
     """One patient's inputs and outcome: WSI bag (N, D), second-modality tensors, time, censorship.
 
-    ``other`` holds the six genomic family vectors (d_i,), or one MRI volume (C, D, H, W).
+    ``other`` holds the six genomic family vectors (d_i,), or one MRI volume (C, D, H, W), or
+    nothing; a model that reads no WSI gets an empty (0, 0) bag.
     """
 
     patient_id: str
@@ -49,7 +63,7 @@ class Patient:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimisation settings (defaults: the papers' Adam 5e-4, weight decay 1e-5, 30 epochs)."""
+    """Optimisation settings (defaults: the authors' Adam 5e-4, weight decay 1e-5, 30 epochs, batch 1)."""
 
     epochs: int = 30
     lr: float = 5e-4
@@ -59,8 +73,13 @@ class TrainSettings:
     distance: str = "mse"
     poly_decay: bool = False  # the reference's per-epoch lr * (1 - epoch / epochs) ** 0.9
     weighted_sampling: bool = False  # the reference's sampling with replacement over bin x censorship strata
+    batch_size: int = 1  # patients per optimiser step, gradients accumulated (MCAT's gc)
+    l1: float = 0.0  # per patient, on the genomic network's weights (MCAT's lambda_reg)
     selection: str = "last"
     inner_fraction: float = 0.2
+    inner_metric: str = "loss"  # what the inner split monitors: NLL (lower) or C-index (higher)
+    patience: int | None = None  # early stopping: epochs without inner improvement before stopping
+    ensemble_size: int = 5
     max_patches: int | None = None  # the DeReF reference draws 30,000 patches from larger bags
     seed: int = 0
     device: str = "cpu"
@@ -68,22 +87,39 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection {self.selection!r}; choose one of {SELECTIONS}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, not {self.epochs}")
+        if self.inner_metric not in INNER_METRICS:
+            raise ValueError(f"inner_metric {self.inner_metric!r}; choose one of {INNER_METRICS}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be at least 1, not {self.epochs} and {self.batch_size}")
+        if self.patience is not None and self.selection == "last":
+            raise ValueError("patience (early stopping) needs an inner split: selection inner or ensemble")
+        if self.selection == "ensemble" and self.ensemble_size < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, not {self.ensemble_size}")
 
 
 @dataclass
 class FoldResult:
-    """Per-epoch log, the selected epoch's held-out predictions, details and weights, and the optimistic pick."""
+    """Per-epoch log, the selected model's predictions, details and weights, and the optimistic pick.
+
+    For an ensemble, predictions average the members' hazards, ``state_dict`` holds every member
+    under ``member_<m>.``, ``details`` are member 0's (the members' latent spaces differ) and
+    ``selected_epochs`` lists each member's epoch.
+    """
 
     log: pd.DataFrame
-    selected_epoch: int
-    predictions: pd.DataFrame
+    selected_epochs: list[int]
+    predictions: pd.DataFrame  # held-out patients
+    predictions_train: pd.DataFrame  # every training patient of the fold (inner ones included)
     details: dict[str, dict[str, np.ndarray]]
     state_dict: dict[str, torch.Tensor]
     best_epoch: int  # reference protocol: best held-out C-index (optimistic)
     best_epoch_predictions: pd.DataFrame
     inner_ids: list[str] = field(default_factory=list)
+
+    @property
+    def selected_epoch(self) -> int:
+        """The epoch of the reported weights (for an ensemble, the latest of its members')."""
+        return max(self.selected_epochs)
 
 
 def auxiliary_loss(model: nn.Module, out: dict[str, torch.Tensor], settings: TrainSettings) -> torch.Tensor:
@@ -97,6 +133,28 @@ def auxiliary_loss(model: nn.Module, out: dict[str, torch.Tensor], settings: Tra
     return out["hazards"].new_zeros(())
 
 
+def genomic_weights(model: nn.Module) -> list[torch.Tensor]:
+    """What the L1 penalty covers: the weight matrices of the genomic network (every SNN block).
+
+    A model that is only a genomic network (the SNN baseline) says so with ``genomic_only = True``
+    and is penalised whole, head included, as MCAT's ``l1_reg_all``.
+    """
+    modules = (
+        [model] if getattr(model, "genomic_only", False) else [m for m in model.modules() if isinstance(m, SNNBlock)]
+    )
+    return [p for m in modules for p in m.parameters() if p.ndim >= 2 and p.requires_grad]
+
+
+def stackable(model: nn.Module, patients: Sequence[Patient]) -> bool:
+    """Whether a step's patients can share one forward pass: no bags (sizes differ) and no batch norm.
+
+    Then a window of patients is one batched forward whose mean loss, times the window's share of
+    the step, is exactly the per-patient accumulation's sum (dropout masks are drawn differently).
+    """
+    no_bags = all(p.bag.numel() == 0 for p in patients)
+    return no_bags and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def epoch_order(bins: np.ndarray, censorship: np.ndarray, rng: np.random.Generator, weighted: bool) -> np.ndarray:
     """One epoch's patient order: a permutation, or the reference's N/|stratum| weighted draw with replacement."""
     if not weighted:
@@ -108,7 +166,7 @@ def epoch_order(bins: np.ndarray, censorship: np.ndarray, rng: np.random.Generat
 
 
 class _OnDevice:
-    """A fold's patients moved to the device once, with the optional patch cap."""
+    """A set of patients moved to the device once, with the optional patch cap."""
 
     def __init__(self, patients: list[Patient], device: torch.device, max_patches: int | None, seed: int) -> None:
         self.bags = [p.bag.to(device).unsqueeze(0) for p in patients]
@@ -167,6 +225,29 @@ def predict(
     return pd.DataFrame(rows), details
 
 
+def hazard_columns(table: pd.DataFrame) -> list[str]:
+    """The ``hazard_k`` columns of a predictions table, in bin order."""
+    return sorted((c for c in table.columns if c.startswith("hazard_")), key=lambda c: int(c.split("_")[1]))
+
+
+def average_hazards(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """One table from several models' predictions of the same patients: mean hazards, their survival and risk.
+
+    Gate weights, if any, are averaged too; risk is recomputed as -sum S_k from the mean hazards.
+    """
+    first = tables[0]
+    averaged = first[["patient_id", "survival_months", "censorship"]].copy()
+    columns = [c for c in first.columns if c.startswith(("hazard_", "gate_"))]
+    mean = np.mean([t[columns].to_numpy() for t in tables], axis=0)
+    averaged[columns] = mean
+    hazards = averaged[hazard_columns(averaged)].to_numpy()
+    survival = np.cumprod(1 - hazards, axis=1)
+    averaged["risk"] = -survival.sum(axis=1)
+    for k in range(survival.shape[1]):
+        averaged[f"survival_{k}"] = survival[:, k]
+    return averaged[first.columns]
+
+
 def _inner_split(train: list[Patient], fraction: float, seed: int) -> tuple[list[Patient], list[Patient]]:
     censorship = [p.censorship for p in train]
     stratify = censorship if min(np.bincount(censorship, minlength=2)) >= 2 else None
@@ -174,16 +255,56 @@ def _inner_split(train: list[Patient], fraction: float, seed: int) -> tuple[list
     return list(fit), list(inner)
 
 
-def train_fold(
-    model: nn.Module, train: list[Patient], held_out: list[Patient], edges: np.ndarray, settings: TrainSettings
-) -> FoldResult:
-    """Train for ``settings.epochs`` on ``train``; predict ``held_out`` after every epoch."""
+def _inner_folds(train: list[Patient], k: int, seed: int) -> list[tuple[list[Patient], list[Patient]]]:
+    """k (fit, inner) partitions of the training patients, stratified by censorship."""
+    censorship = np.array([p.censorship for p in train])
+    if min(np.bincount(censorship, minlength=2)) < k:
+        censorship = np.zeros_like(censorship)
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [
+        ([train[i] for i in fit], [train[i] for i in inner])
+        for fit, inner in splitter.split(np.zeros(len(train)), censorship)
+    ]
+
+
+@dataclass
+class _Member:
+    """One trained network: its log, per-epoch held-out predictions and the selected epoch's outputs."""
+
+    log: list[dict]
+    held_per_epoch: list[pd.DataFrame]
+    selected_epoch: int
+    held: pd.DataFrame
+    details: dict[str, dict[str, np.ndarray]]
+    state: dict[str, torch.Tensor]
+    model: nn.Module
+
+
+def _inner_score(
+    model: nn.Module, inner: list[Patient], data: _OnDevice, edges: np.ndarray, settings: TrainSettings
+) -> dict:
+    """Inner-split NLL and C-index (eval mode), and the monitored value (higher is better)."""
+    table, _ = predict(model, inner, settings, data)
+    hazards = torch.as_tensor(table[hazard_columns(table)].to_numpy())
+    bins = torch.as_tensor(assign_bins(table["survival_months"].to_numpy(), edges))
+    loss = float(nll_survival_loss(hazards, bins, torch.as_tensor(table["censorship"].to_numpy()), settings.nll_alpha))
+    c_index = harrell_c(table["survival_months"], table["censorship"], table["risk"])
+    monitored = -loss if settings.inner_metric == "loss" else c_index
+    return {"inner_loss": loss, "inner_c_index": c_index, "monitored": monitored}
+
+
+def _train_member(
+    model: nn.Module,
+    train: list[Patient],
+    inner: list[Patient],
+    held_out: list[Patient],
+    edges: np.ndarray,
+    settings: TrainSettings,
+) -> _Member:
+    """Train one network; evaluate the held-out (and inner) patients after every epoch."""
     rng = np.random.default_rng(settings.seed)
     device = torch.device(settings.device)
     model.to(device)
-    inner: list[Patient] = []
-    if settings.selection == "inner":
-        train, inner = _inner_split(train, settings.inner_fraction, settings.seed)
     # fused: one kernel over all parameters; the per-tensor loop costs more than the model's
     # backward pass for the 14.6M-parameter 3D ResNet on a CPU (0.15 s against 0.014 s per step)
     optimiser = torch.optim.Adam(
@@ -192,6 +313,7 @@ def train_fold(
         weight_decay=settings.weight_decay,
         fused=True,
     )
+    penalised = genomic_weights(model) if settings.l1 > 0 else []
     times = np.array([p.time for p in train])
     censorship = np.array([p.censorship for p in train], dtype=np.int64)
     bins = assign_bins(times, edges)
@@ -200,9 +322,12 @@ def train_fold(
     inner_data = _OnDevice(inner, device, settings.max_patches, settings.seed)
     bins_t = torch.as_tensor(bins, device=device)
     censorship_t = torch.as_tensor(censorship, device=device)
-    log, best_c, inner_best = [], -1.0, -1.0
+    stacked = stackable(model, train)
+    empty_bag = torch.zeros(1, 0, 0, device=device)
+    log: list[dict] = []
+    held_per_epoch: list[pd.DataFrame] = []
+    best_monitored, since_best = -np.inf, 0
     chosen: tuple[int, pd.DataFrame, dict, dict] = (0, pd.DataFrame(), {}, {})
-    best: tuple[int, pd.DataFrame] = (0, pd.DataFrame())
     for epoch in range(settings.epochs):
         if settings.poly_decay:
             for group in optimiser.param_groups:
@@ -210,43 +335,116 @@ def train_fold(
         model.train()
         order = epoch_order(bins, censorship, rng, settings.weighted_sampling)
         losses, risks = [], []
-        for i in order:
-            out = model(data.bag(i)[0], data.others[i])
-            loss = nll_survival_loss(out["hazards"], bins_t[i : i + 1], censorship_t[i : i + 1], settings.nll_alpha)
-            loss = loss + auxiliary_loss(model, out, settings)
-            optimiser.zero_grad()
-            loss.backward()
+        optimiser.zero_grad()
+        for start in range(0, len(order), settings.batch_size):
+            window = order[start : start + settings.batch_size]
+            if stacked:  # one forward over the window: the same summed loss as per-patient accumulation
+                others = [torch.cat(parts) for parts in zip(*(data.others[i] for i in window), strict=True)]
+                rows = torch.as_tensor(window, device=device)
+                out = model(empty_bag, others)
+                loss = nll_survival_loss(out["hazards"], bins_t[rows], censorship_t[rows], settings.nll_alpha)
+                (loss * len(window) / settings.batch_size).backward()
+                losses.append(loss.detach().expand(len(window)))
+                risks.append(out["risk"].detach())
+            else:
+                for i in window:
+                    out = model(data.bag(i)[0], data.others[i])
+                    loss = nll_survival_loss(
+                        out["hazards"], bins_t[i : i + 1], censorship_t[i : i + 1], settings.nll_alpha
+                    )
+                    loss = loss + auxiliary_loss(model, out, settings)
+                    (loss / settings.batch_size).backward()
+                    losses.append(loss.detach().view(1))
+                    risks.append(out["risk"].detach())
+            if penalised:  # MCAT adds it once per patient; the weights do not move within a step
+                (settings.l1 * len(window) * sum(w.abs().sum() for w in penalised)).backward()
             optimiser.step()
-            losses.append(loss.detach())
-            risks.append(out["risk"].detach())
+            optimiser.zero_grad()
         held, held_details = predict(model, held_out, settings, held_data)
+        held_per_epoch.append(held)
         entry = {
             "epoch": epoch,
             "lr": optimiser.param_groups[0]["lr"],
-            "loss": float(torch.stack(losses).mean()),
+            "loss": float(torch.cat(losses).mean()),
             "train_c_index": harrell_c(times[order], censorship[order], torch.cat(risks).cpu().numpy()),
             "held_out_c_index": harrell_c(held["survival_months"], held["censorship"], held["risk"]),
         }
+        improved = not inner and epoch == settings.epochs - 1
         if inner:
-            inner_table, _ = predict(model, inner, settings, inner_data)
-            entry["inner_c_index"] = harrell_c(
-                inner_table["survival_months"], inner_table["censorship"], inner_table["risk"]
-            )
+            score = _inner_score(model, inner, inner_data, edges, settings)
+            entry |= {"inner_loss": score["inner_loss"], "inner_c_index": score["inner_c_index"]}
+            # a NaN score (an inner split with no comparable pair) never improves; epoch 0 is always kept
+            improved = epoch == 0 or score["monitored"] > best_monitored
+            if improved and not np.isnan(score["monitored"]):
+                best_monitored = score["monitored"]
+            since_best = 0 if improved else since_best + 1
         log.append(entry)
-        if epoch == 0 or entry["held_out_c_index"] > best_c:
-            best_c, best = entry["held_out_c_index"], (epoch, held)
-        last = epoch == settings.epochs - 1
-        if (inner and (epoch == 0 or entry["inner_c_index"] > inner_best)) or (not inner and last):
-            inner_best = entry.get("inner_c_index", inner_best)
+        if improved:
             state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             chosen = (epoch, held, held_details, state)
+        if settings.patience is not None and since_best >= settings.patience:
+            break
+    model.load_state_dict(chosen[3])
+    return _Member(log, held_per_epoch, chosen[0], chosen[1], chosen[2], chosen[3], model)
+
+
+def train_fold(
+    build: Callable[[int], nn.Module],
+    train: list[Patient],
+    held_out: list[Patient],
+    edges: np.ndarray,
+    settings: TrainSettings,
+) -> FoldResult:
+    """Train on ``train`` as ``settings.selection`` says; predict ``held_out`` after every epoch.
+
+    ``build(offset)`` returns a fresh network seeded ``settings.seed + offset`` (offset 0 for a
+    single model, 100 m for ensemble member m).
+    """
+    if settings.selection == "ensemble":
+        folds = _inner_folds(train, settings.ensemble_size, settings.seed)
+    elif settings.selection == "inner":
+        folds = [_inner_split(train, settings.inner_fraction, settings.seed)]
+    else:
+        folds = [(train, [])]
+    members = []
+    for m, (fit, inner) in enumerate(folds):
+        offset = MEMBER_SEED_STRIDE * m
+        member_settings = replace(settings, seed=settings.seed + offset)
+        members.append(_train_member(build(offset), fit, inner, held_out, edges, member_settings))
+    train_tables = [predict(member.model, train, settings)[0] for member in members]
+    if len(members) == 1:
+        member = members[0]
+        log = pd.DataFrame(member.log)
+        held, train_table, state = member.held, train_tables[0], member.state
+    else:
+        log = pd.concat([pd.DataFrame(mb.log).assign(member=m) for m, mb in enumerate(members)], ignore_index=True)
+        held, train_table = average_hazards([mb.held for mb in members]), average_hazards(train_tables)
+        state = {f"member_{m}.{k}": v for m, mb in enumerate(members) for k, v in mb.state.items()}
+    best_epoch, best_table = _optimistic_pick(members)
     return FoldResult(
-        log=pd.DataFrame(log),
-        selected_epoch=chosen[0],
-        predictions=chosen[1],
-        details=chosen[2],
-        state_dict=chosen[3],
-        best_epoch=best[0],
-        best_epoch_predictions=best[1],
-        inner_ids=[p.patient_id for p in inner],
+        log=log,
+        selected_epochs=[mb.selected_epoch for mb in members],
+        predictions=held,
+        predictions_train=train_table,
+        details=members[0].details,
+        state_dict=state,
+        best_epoch=best_epoch,
+        best_epoch_predictions=best_table,
+        inner_ids=[p.patient_id for _, inner in folds for p in inner] if settings.selection == "inner" else [],
     )
+
+
+def _optimistic_pick(members: list[_Member]) -> tuple[int, pd.DataFrame]:
+    """The reference protocol: the epoch whose held-out predictions (members averaged) score best.
+
+    A member that stopped early contributes its last epoch's predictions to later epochs.
+    """
+    n_epochs = max(len(mb.held_per_epoch) for mb in members)
+    best_c, best = -1.0, (0, members[0].held_per_epoch[0])
+    for epoch in range(n_epochs):
+        tables = [mb.held_per_epoch[min(epoch, len(mb.held_per_epoch) - 1)] for mb in members]
+        table = tables[0] if len(tables) == 1 else average_hazards(tables)
+        c = harrell_c(table["survival_months"], table["censorship"], table["risk"])
+        if epoch == 0 or c > best_c:
+            best_c, best = c, (epoch, table)
+    return best

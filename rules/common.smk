@@ -9,7 +9,7 @@ from snakemake.utils import validate
 # Scripts and this file import the repository's own libraries (workflow/, model/).
 sys.path.insert(0, workflow.basedir)
 
-from model.registry import MODELS, applies
+from model.registry import MODELS, applies, uses
 from workflow.cohort import load_cohorts
 from workflow.demo.design import demo_root
 
@@ -28,7 +28,7 @@ def _cohort_models(name):
     if config["cohorts"][name].get("models") and unusable:
         raise ValueError(
             f"cohort {name}: models {unusable} need modalities it lacks ({sorted(modalities)}); "
-            "remove them from cohorts.{name}.models"
+            f"remove them from cohorts.{name}.models"
         )
     return [m for m in wanted if m not in unusable]
 
@@ -60,7 +60,9 @@ def get_demo_outputs(cohort):
     """Every file the demo_cohort rule makes for one demo cohort."""
     c = COHORTS[cohort]
     root = demo_root(cohort)
-    files = [f"{root}/truth.tsv", f"{root}/slides.tsv", *c.slides["path"]]
+    files = [f"{root}/truth.tsv"]
+    if "wsi" in c.modalities:
+        files += [f"{root}/slides.tsv", *c.slides["path"]]
     if "genomics" in c.modalities:
         files += [c.genomics["table"], c.genomics["signatures"]]
     if c.mri is not None:
@@ -73,14 +75,24 @@ def get_demo_files():
     return [f for name in DEMO_COHORTS for f in get_demo_outputs(name)]
 
 
+def _slides(wildcards):
+    """The cohort's slides sheet: a cohort without wsi has none, so no slide stage runs for it."""
+    slides = COHORTS[wildcards.cohort].slides
+    if slides is None:
+        raise ValueError(
+            f"cohort {wildcards.cohort} has no wsi modality: no slide stage runs for it"
+        )
+    return slides
+
+
 def get_slide_files(wildcards):
     """Paths of all slides of a cohort."""
-    return list(COHORTS[wildcards.cohort].slides["path"])
+    return list(_slides(wildcards)["path"])
 
 
 def get_slide_sheet(wildcards):
     """slide_id, path and optional mpp override of each slide of a cohort, as plain records."""
-    slides = COHORTS[wildcards.cohort].slides
+    slides = _slides(wildcards)
     columns = [c for c in ("slide_id", "path", "mpp") if c in slides.columns]
     records = slides[columns].to_dict("records")
     return [{k: (None if v != v else v) for k, v in r.items()} for r in records]
@@ -88,12 +100,12 @@ def get_slide_sheet(wildcards):
 
 def get_slide_path(wildcards):
     """The slide file of one slide of a cohort."""
-    return COHORTS[wildcards.cohort].slides.loc[wildcards.slide, "path"]
+    return _slides(wildcards).loc[wildcards.slide, "path"]
 
 
 def get_slide_mpp(wildcards):
     """The slide's mpp override from slides.tsv, or None to use its metadata."""
-    slides = COHORTS[wildcards.cohort].slides
+    slides = _slides(wildcards)
     mpp = slides.loc[wildcards.slide, "mpp"] if "mpp" in slides.columns else None
     return None if mpp is None or mpp != mpp else float(mpp)
 
@@ -189,16 +201,24 @@ def get_mri_patient_rois(wildcards):
     ]
 
 
-def get_second_kind(wildcards):
-    """The cohort's second modality: genomics or mri."""
-    return "genomics" if "genomics" in COHORTS[wildcards.cohort].modalities else "mri"
+def _model_modalities(wildcards):
+    """The cohort modalities the job's model reads (model.registry.uses)."""
+    return uses(wildcards.model, COHORTS[wildcards.cohort].modalities)
 
 
-def get_second_modality(wildcards):
-    """The cohort's second-modality tensor file: pathway tensors or MRI ROI crops."""
-    if get_second_kind(wildcards) == "genomics":
-        return f"results/{wildcards.cohort}/genomics/pathways.h5"
-    return f"results/{wildcards.cohort}/mri/roi.h5"
+def get_training_inputs(wildcards):
+    """A training job's inputs: those of the modalities its model reads, [] for the others.
+
+    So a genomics-only model neither waits for slide features nor reruns when they change.
+    Each is a list (of one file for genomics and mri) so that scripts read them alike.
+    """
+    used = _model_modalities(wildcards)
+    root = f"results/{wildcards.cohort}"
+    return {
+        "wsi": get_feature_files(wildcards) if "wsi" in used else [],
+        "genomics": [f"{root}/genomics/pathways.h5"] if "genomics" in used else [],
+        "mri": [f"{root}/mri/roi.h5"] if "mri" in used else [],
+    }
 
 
 def get_outcomes(wildcards):
@@ -215,8 +235,10 @@ def get_outcomes(wildcards):
 
 
 def get_patient_slides(wildcards):
-    """patient -> [[slide_id, features file], ...] in slides.tsv order."""
-    slides = COHORTS[wildcards.cohort].slides
+    """patient -> [[slide_id, features file], ...] in slides.tsv order; {} unless the model reads WSI."""
+    if "wsi" not in _model_modalities(wildcards):
+        return {}
+    slides = _slides(wildcards)
     mapping = {}
     for slide, patient in zip(slides.index, slides["patient_id"]):
         mapping.setdefault(patient, []).append(
@@ -244,9 +266,19 @@ def get_fold_predictions(wildcards):
         for kind, name in (
             ("honest", "predictions.tsv"),
             ("best_epoch", "predictions_best_epoch.tsv"),
+            ("train", "predictions_train.tsv"),
+            ("meta", "fold.json"),
             ("logs", "log.tsv"),
         )
     }
+
+
+def get_cohort_oof(wildcards):
+    """The pooled honest out-of-fold predictions of every model trained on a cohort."""
+    return [
+        f"results/{wildcards.cohort}/evaluation/{model}/oof_predictions.tsv"
+        for model in COHORT_MODELS[wildcards.cohort]
+    ]
 
 
 def get_training_memory(wildcards, input):
@@ -255,21 +287,34 @@ def get_training_memory(wildcards, input):
 
 
 def get_evaluations():
-    """The per-model C-index tables of every cohort."""
+    """The per-model metric tables of every cohort."""
     return [
-        f"results/{name}/evaluation/{model}/cindex.tsv"
+        f"results/{name}/evaluation/{model}/metrics.tsv"
         for name in COHORTS
         for model in COHORT_MODELS[name]
     ]
 
 
+def get_comparisons():
+    """The model comparison table of every cohort that trains a model."""
+    return [
+        f"results/{name}/evaluation/comparison.tsv"
+        for name in COHORTS
+        if COHORT_MODELS[name]
+    ]
+
+
 def get_figures():
-    """Every result figure and table: KM curves, C-index curves, the summary table."""
+    """Every result figure and table: KM curves (both splits), C-index curves, the summary table."""
     files = ["results/evaluation/table.tsv", "results/evaluation/table.md"]
     for name in COHORTS:
         for model in COHORT_MODELS[name]:
             root = f"results/{name}/evaluation/{model}"
-            files += [f"{root}/km.{ext}" for ext in ("png", "pdf")]
+            files += [
+                f"{root}/{km}.{ext}"
+                for km in ("km", "km_paper")
+                for ext in ("png", "pdf")
+            ]
             files += [f"{root}/cindex_curves.{ext}" for ext in ("png", "pdf")]
     return files
 
@@ -278,11 +323,12 @@ def get_final_output():
     """Default targets: what the implemented stages yield for every cohort."""
     targets = []
     for name in COHORTS:
-        targets += [
-            f"results/{name}/slides/inventory.tsv",
-            f"results/{name}/patches/tiling_summary.tsv",
-            f"results/{name}/features/{ENCODER}/features_summary.tsv",
-        ]
+        if "wsi" in COHORTS[name].modalities:
+            targets += [
+                f"results/{name}/slides/inventory.tsv",
+                f"results/{name}/patches/tiling_summary.tsv",
+                f"results/{name}/features/{ENCODER}/features_summary.tsv",
+            ]
         if "genomics" in COHORTS[name].modalities:
             targets += [
                 f"results/{name}/genomics/pathways.h5",

@@ -1,4 +1,5 @@
 # The embedded demo cohorts, generated from their seeds (config: cohorts/<name>/demo).
+from dataclasses import asdict
 
 if DEMO_COHORTS:
 
@@ -14,7 +15,8 @@ if DEMO_COHORTS:
         resources:
             mem_mb=4000,
         params:
-            demos={name: dict(config["cohorts"][name]["demo"]) for name in DEMO_COHORTS},
+            # each demo block with the cohort's modalities: what to generate
+            demos={name: asdict(COHORTS[name].demo) for name in DEMO_COHORTS},
         script:
             "../scripts/demo_cohort.py"
 

@@ -24,12 +24,13 @@ rule make_splits:
 
 rule train_fold:
     input:
-        features=get_feature_files,
-        second=get_second_modality,
+        # wsi (features files), genomics, mri: only the modalities the model reads
+        unpack(get_training_inputs),
         split="results/{cohort}/splits/splits_{fold}.csv",
     output:
         weights="results/{cohort}/models/{model}/fold_{fold}/weights.safetensors",
         predictions="results/{cohort}/models/{model}/fold_{fold}/predictions.tsv",
+        predictions_train="results/{cohort}/models/{model}/fold_{fold}/predictions_train.tsv",
         best_epoch="results/{cohort}/models/{model}/fold_{fold}/predictions_best_epoch.tsv",
         details="results/{cohort}/models/{model}/fold_{fold}/details.h5",
         epochs="results/{cohort}/models/{model}/fold_{fold}/log.tsv",
@@ -47,7 +48,6 @@ rule train_fold:
     params:
         outcomes=get_outcomes,
         slides=get_patient_slides,
-        second=get_second_kind,
         training=lookup(dpath="training", within=config),
         model_code=MODEL_CODE,
     script:
@@ -60,14 +60,26 @@ rule evaluate_model:
     output:
         cindex="results/{cohort}/evaluation/{model}/cindex.tsv",
         oof="results/{cohort}/evaluation/{model}/oof_predictions.tsv",
+        metrics="results/{cohort}/evaluation/{model}/metrics.tsv",
         km_stats="results/{cohort}/evaluation/{model}/km.tsv",
         km_png=report(
             "results/{cohort}/evaluation/{model}/km.png",
             caption="../workflow/report/km.rst",
             category="Kaplan-Meier",
-            labels={"cohort": "{cohort}", "model": "{model}"},
+            labels={
+                "cohort": "{cohort}",
+                "model": "{model}",
+                "split": "training median",
+            },
         ),
         km_pdf="results/{cohort}/evaluation/{model}/km.pdf",
+        km_paper_png=report(
+            "results/{cohort}/evaluation/{model}/km_paper.png",
+            caption="../workflow/report/km_paper.rst",
+            category="Kaplan-Meier",
+            labels={"cohort": "{cohort}", "model": "{model}", "split": "paper"},
+        ),
+        km_paper_pdf="results/{cohort}/evaluation/{model}/km_paper.pdf",
         curves_png=report(
             "results/{cohort}/evaluation/{model}/cindex_curves.png",
             caption="../workflow/report/cindex_curves.rst",
@@ -82,13 +94,34 @@ rule evaluate_model:
     threads: 1
     resources:
         mem_mb=1000,
+    params:
+        evaluation=lookup(dpath="evaluation", within=config),
     script:
         "../scripts/evaluate_model.py"
 
 
+rule compare_models:
+    input:
+        get_cohort_oof,
+    output:
+        "results/{cohort}/evaluation/comparison.tsv",
+    log:
+        "logs/compare_models/{cohort}.log",
+    conda:
+        "../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        evaluation=lookup(dpath="evaluation", within=config),
+    script:
+        "../scripts/compare_models.py"
+
+
 rule summary_table:
     input:
-        get_evaluations(),
+        metrics=get_evaluations(),
+        comparisons=get_comparisons(),
     output:
         tsv=report(
             "results/evaluation/table.tsv",

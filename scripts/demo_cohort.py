@@ -1,7 +1,7 @@
 """Write every embedded demo cohort: tables, slides, genomics and MRI, from each cohort's seed.
 
-output: every demo file (where the cohorts' sheets point); params: demos (cohort -> demo: block);
-threads: processes that render slides and MRI volumes
+output: every demo file (where the cohorts' sheets point); params: demos (cohort -> demo: block
+with the cohort's modalities); threads: processes that render slides and MRI volumes
 """
 
 import sys

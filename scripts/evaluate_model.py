@@ -1,37 +1,87 @@
-"""C-index per fold and protocol, pooled out-of-fold KM curves and C-index curves of one model.
+"""The metric panel per fold and protocol, risk groups and their KM curves, C-index curves of one model.
 
-input: honest, best_epoch, logs (one file per fold each); output: cindex, oof, km_stats,
-km_png, km_pdf, curves_png, curves_pdf
+input: honest, best_epoch, train, meta, logs (one file per fold each); output: cindex, oof, metrics,
+km_stats, km_png, km_pdf, km_paper_png, km_paper_pdf, curves_png, curves_pdf; params: evaluation
 """
 
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
+import numpy as np
 import pandas as pd
 
-from model.evaluate import fold_cindex, km_curves, median_split, summarise
+from model.evaluate import (
+    PER_FOLD_ONLY,
+    SPLITS,
+    EvaluationSettings,
+    Fold,
+    evaluation_times,
+    fold_cindex,
+    km_curves,
+    km_statistics,
+    median_split,
+    metric_table,
+    summarise,
+    training_median_split,
+    truncation_time,
+)
+from model.metrics import NotComputable
 from workflow.io import write_tsv
 from workflow.logs import log_to_file
 from workflow.plots import cindex_curves, km_figure
 
 log = log_to_file(snakemake.log[0])
 cohort, model = snakemake.wildcards.cohort, snakemake.wildcards.model
+settings = EvaluationSettings(**snakemake.params.evaluation)
 read = lambda paths: [pd.read_csv(p, sep="\t", dtype={"patient_id": str}) for p in paths]  # noqa: E731
-honest = read(snakemake.input.honest)
-cindex = fold_cindex({"honest": honest, "best_epoch": read(snakemake.input.best_epoch)})
+honest, best_epoch, train = read(snakemake.input.honest), read(snakemake.input.best_epoch), read(snakemake.input.train)
+edges = [np.asarray(json.loads(Path(p).read_text())["bin_edges"], float) for p in snakemake.input.meta]
+
+cindex = fold_cindex({"honest": honest, "best_epoch": best_epoch})
 write_tsv(cindex.assign(cohort=cohort, model=model), snakemake.output.cindex)
-for row in summarise(cindex).itertuples():
-    log.info("%s: C-index %.3f ± %.3f over %d folds", row.protocol, row.mean, row.std, row.n_folds)
 oof = pd.concat(honest, ignore_index=True)
 write_tsv(oof, snakemake.output.oof)
-km = median_split(oof)
-stats = {"cohort": cohort, "model": model, "n_patients": len(km.table), "threshold": km.threshold}
-stats |= {"logrank_statistic": km.statistic, "logrank_p": km.p_value, "pooled_c_index": km.c_index}
-write_tsv(pd.DataFrame([stats]), snakemake.output.km_stats)
-title = f"{model}, {cohort}: pooled out-of-fold risk, median split"
-km_figure(km_curves(km), title, km.p_value, [snakemake.output.km_png, snakemake.output.km_pdf])
+
+try:
+    horizons = evaluation_times(settings, oof["survival_months"], oof["censorship"])
+except NotComputable as reason:
+    log.warning("no AUC horizons: %s", reason)
+    horizons = np.array([])
+tau = truncation_time(settings, horizons)
+log.info("AUC horizons %s months, Uno's C truncated at %.4g months", np.round(horizons, 2).tolist(), tau)
+folds = {
+    protocol: [Fold(h, t, e) for h, t, e in zip(tables, train, edges, strict=True)]
+    for protocol, tables in (("honest", honest), ("best_epoch", best_epoch))
+}
+metrics = metric_table(folds, horizons, tau, settings.calibration_bins)
+metrics.insert(0, "model", model)
+metrics.insert(0, "cohort", cohort)
+write_tsv(metrics, snakemake.output.metrics)
+for row in metrics.itertuples():
+    reason = row.reason.replace(PER_FOLD_ONLY, "").strip("; ")
+    if reason:
+        log.warning("%s, fold %s: %s", row.protocol, row.fold, reason)
+for row in summarise(metrics).itertuples():
+    log.info(
+        "%s: Harrell's C %.3f ± %.3f (%s folds), Uno's C %.3f, iAUC %.3f, IBS %.3f, pooled D-calibration p %.2g",
+        *(row.protocol, row.harrell_c_mean, row.harrell_c_std, row.harrell_c_folds),
+        *(row.uno_c_mean, row.iauc_mean, row.ibs_mean, row.dcal_p),
+    )
+
+splits = {"training_median": training_median_split(honest, train), "paper": median_split(oof)}
+stats = pd.DataFrame([{"cohort": cohort, "model": model} | km_statistics(km) for km in splits.values()])
+write_tsv(stats, snakemake.output.km_stats)
+figures = {
+    "training_median": [snakemake.output.km_png, snakemake.output.km_pdf],
+    "paper": [snakemake.output.km_paper_png, snakemake.output.km_paper_pdf],
+}
+for split, km in splits.items():
+    log.info("%s: log-rank p %.3g (%s)", SPLITS[split], km.p_value, km.reason or "computed")
+    title = f"{model}, {cohort}: pooled out-of-fold risk\n{SPLITS[split]}"
+    km_figure(km_curves(km), title, km.p_value, figures[split])
 cindex_curves(
     read(snakemake.input.logs), f"{model}, {cohort}", [snakemake.output.curves_png, snakemake.output.curves_pdf]
 )

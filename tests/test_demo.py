@@ -177,3 +177,18 @@ def test_cohorts_land_where_their_sheets_point_and_parallel_rendering_changes_no
             sheet = mri_sheet(name, truth)
             expected |= set(sheet["image"]) | set(sheet["mask"])
     assert set(written[0]) == expected
+
+
+def test_a_demo_makes_only_its_cohorts_modalities(tmp_path, monkeypatch):
+    """A [genomics] demo writes no slide, and the same table as the [wsi, genomics] demo of its seed."""
+    monkeypatch.chdir(tmp_path)
+    both = DemoSpec(kind="tcga", seed=3, n_patients=4, frac_two_slides=0.5, frac_40x=0.0)
+    write_cohorts({"both": both, "alone": DemoSpec(**{**vars(both), "modalities": ("genomics",)})})
+    alone = sorted(p.name for p in Path("resources/demo/alone").rglob("*") if p.is_file())
+    assert alone == ["genomics.csv", "signatures.csv", "truth.tsv"]
+    for name in alone:
+        assert (tmp_path / "resources/demo/alone" / name).read_bytes() == (
+            tmp_path / "resources/demo/both" / name
+        ).read_bytes()
+    with pytest.raises(ValueError, match=r"a demo of kind 'liver' has modalities \['wsi', 'mri'\]"):
+        DemoSpec(kind="liver", seed=1, modalities=("genomics",))

@@ -12,13 +12,13 @@ import torch
 
 from model.data import DataError, fold_patients, load_cohort_data
 from model.fold import fold_settings, load_weights, run_fold, training_defaults, write_fold_outputs
-from model.registry import MODELS, Inputs, ModelChoice, applies, build_model
+from model.registry import MODELS, Inputs, ModelChoice, applies, build_model, uses
 from model.splits import cohort_splits, read_mcat_split, write_mcat_split
 from model.train import TrainSettings, predict, train_fold
 from workflow.genomics import Family, write_pathways
 
 SIZES = [3, 4, 2, 5, 3, 4]
-TRAINING = training_defaults() | {"epochs": 2, "inner_fraction": 0.25, "device": "cpu"}
+TRAINING = training_defaults() | {"epochs": 2, "inner_fraction": 0.25, "device": "cpu", "selection": "last"}
 
 
 def write_features(path, n, dim=16, seed=0, encoder="resnet50_trunc"):
@@ -51,16 +51,32 @@ def tiny_cohort(tmp_path, n=20, seed=0):
 
 def test_cohort_data_bags_and_per_fold_standardisation(tmp_path):
     outcomes, slides, matrices = tiny_cohort(tmp_path)
-    data = load_cohort_data(outcomes, slides, "genomics", tmp_path / "pathways.h5")
+    data = load_cohort_data(outcomes, slides, genomics=tmp_path / "pathways.h5")
     assert np.array_equal(data.families["family 2"], matrices["family 2"])
     assert data.wsi_dim == 16 and data.omic_sizes == tuple(SIZES)
     assert data.bags["P0"].shape == (11, 16) and list(data.patches["P0"]["slide_id"].unique()) == ["P0-A", "P0-B"]
-    train, held = fold_patients(data, [f"P{i}" for i in range(15)], ["P15", "P16"])
+    train, held = fold_patients(data, [f"P{i}" for i in range(15)], ["P15", "P16"], "genomics")
     stacked = np.stack([p.other[1].numpy() for p in train])
     assert np.allclose(stacked.mean(0), 0, atol=1e-5) and np.allclose(stacked.std(0), 1, atol=1e-4)
     assert abs(float(held[0].other[1].mean())) < 5  # held-out patients use the training fit, not their own
     with pytest.raises(DataError, match="not in the cohort"):
         fold_patients(data, ["P1", "Q9"], ["P2"])
+
+
+def test_wsi_standardisation_uses_the_training_patches_only(tmp_path):
+    outcomes, slides, _ = tiny_cohort(tmp_path)
+    data = load_cohort_data(outcomes, slides)
+    assert data.modalities == ("wsi",) and data.families == {}
+    train_ids, held_ids = [f"P{i}" for i in range(12)], ["P12", "P13"]
+    raw = torch.cat([data.bags[p] for p in train_ids]).double()
+    train, held = fold_patients(data, train_ids, held_ids, wsi_standardise=True)
+    patches = torch.cat([p.bag for p in train]).double()
+    assert torch.allclose(patches.mean(0), torch.zeros(16, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(patches.std(0, unbiased=False), torch.ones(16, dtype=torch.float64), atol=1e-4)
+    expected = (data.bags["P12"].double() - raw.mean(0)) / raw.std(0, unbiased=False)
+    assert torch.allclose(held[0].bag.double(), expected, atol=1e-5) and held[0].other == []
+    untouched, _ = fold_patients(data, train_ids, held_ids)
+    assert untouched[0].bag is data.bags["P0"]
 
 
 def test_cohort_data_errors_name_what_is_wrong(tmp_path):
@@ -69,20 +85,19 @@ def test_cohort_data_errors_name_what_is_wrong(tmp_path):
         load_cohort_data(
             pd.concat([outcomes, outcomes.iloc[:1].rename(index={"P0": "X1"})]),
             slides | {"X1": slides["P1"]},
-            "genomics",
-            tmp_path / "pathways.h5",
+            genomics=tmp_path / "pathways.h5",
         )
     with pytest.raises(DataError, match="have no slide features"):
-        load_cohort_data(outcomes, {k: v for k, v in slides.items() if k != "P3"}, "genomics", tmp_path / "pathways.h5")
+        load_cohort_data(outcomes, {k: v for k, v in slides.items() if k != "P3"}, genomics=tmp_path / "pathways.h5")
     write_features(tmp_path / "other.h5", 4, encoder="uni")
     with pytest.raises(DataError, match="different encoders"):
         load_cohort_data(
-            outcomes, slides | {"P2": [("P2-A", tmp_path / "other.h5")]}, "genomics", tmp_path / "pathways.h5"
+            outcomes, slides | {"P2": [("P2-A", tmp_path / "other.h5")]}, genomics=tmp_path / "pathways.h5"
         )
     write_features(tmp_path / "empty.h5", 0)
     with pytest.raises(DataError, match="patient P2: no patch features"):
         load_cohort_data(
-            outcomes, slides | {"P2": [("P2-A", tmp_path / "empty.h5")]}, "genomics", tmp_path / "pathways.h5"
+            outcomes, slides | {"P2": [("P2-A", tmp_path / "empty.h5")]}, genomics=tmp_path / "pathways.h5"
         )
 
 
@@ -100,27 +115,38 @@ def test_registry_knows_what_each_model_needs():
     assert applies("snn", {"wsi", "genomics"}) and not applies("snn", {"wsi", "mri"})
     assert applies("deref", {"wsi", "mri"}) and applies("mri_resnet", {"wsi", "mri"})
     with pytest.raises(ValueError, match="needs"):
-        build_model("snn", Inputs("mri", 16, (), 5), ModelChoice())
+        build_model("snn", Inputs(("wsi", "mri"), 16, (), 5), ModelChoice())
     with pytest.raises(ValueError, match="unknown model"):
-        build_model("cox", Inputs("genomics", 16, tuple(SIZES)), ModelChoice())
+        build_model("cox", Inputs(("wsi", "genomics"), 16, tuple(SIZES)), ModelChoice())
+    assert uses("snn", ["wsi", "genomics"]) == ("genomics",) and uses("deref", ["mri", "wsi"]) == ("wsi", "mri")
+    assert uses("coxph", ["mri", "genomics"]) == ("genomics", "mri") and uses("abmil", ["wsi"]) == ("wsi",)
+    assert applies("snn", ["genomics"]) and not applies("deref", ["genomics"]) and applies("coxph", ["mri"])
+    with pytest.raises(ValueError, match="needs"):
+        uses("deref", ["genomics", "mri"])
+    with pytest.raises(ValueError, match="not a network"):
+        build_model("coxph", Inputs(("genomics",), 0, tuple(SIZES)), ModelChoice())
     for name in MODELS:
-        if applies(name, {"wsi", "genomics"}):
-            model = build_model(name, Inputs("genomics", 16, tuple(SIZES)), ModelChoice(seed=4))
+        if applies(name, {"wsi", "genomics"}) and MODELS[name].build is not None:
+            model = build_model(name, Inputs(("wsi", "genomics"), 16, tuple(SIZES)), ModelChoice(seed=4))
             out = model.eval()(torch.randn(1, 9, 16), [torch.randn(1, d) for d in SIZES])
             assert out["hazards"].shape == (1, 4), name
 
 
 def test_fold_outputs_round_trip(tmp_path):
     outcomes, slides, _ = tiny_cohort(tmp_path)
-    data = load_cohort_data(outcomes, slides, "genomics", tmp_path / "pathways.h5")
+    data = load_cohort_data(outcomes, slides, genomics=tmp_path / "pathways.h5")
     ids = list(outcomes.index)
     result, meta = run_fold(data, "deref", 0, ids[4:], ids[:4], TRAINING)
     assert meta["selected_epoch"] == 1 and meta["bins"] == "fold" and meta["n_held_out"] == 4
-    outputs = {k: str(tmp_path / "out" / f"{k}.x") for k in ("predictions", "best_epoch", "log", "meta")}
+    outputs = {
+        k: str(tmp_path / "out" / f"{k}.x") for k in ("predictions", "predictions_train", "best_epoch", "log", "meta")
+    }
     outputs |= {"weights": str(tmp_path / "out" / "w.safetensors"), "details": str(tmp_path / "out" / "d.h5")}
     write_fold_outputs(outputs, result, meta, data)
     predictions = pd.read_csv(outputs["predictions"], sep="\t")
     assert list(predictions["patient_id"]) == ids[:4] and {"gate_0", "hazard_3", "fold", "epoch"} <= set(predictions)
+    trained = pd.read_csv(outputs["predictions_train"], sep="\t")
+    assert list(trained["patient_id"]) == ids[4:] and list(trained.columns) == list(predictions.columns)
     with h5py.File(outputs["details"]) as h5:
         p0 = h5["P0"]
         assert p0["attention"].shape == (11,) and p0["coords"].shape == (11, 2)
@@ -129,29 +155,34 @@ def test_fold_outputs_round_trip(tmp_path):
     with open(outputs["meta"]) as handle:
         assert json.load(handle)["model"] == "deref"
     # Weights reload into a fresh model (safetensors, no pickle) and give the same predictions.
-    fresh = build_model("deref", Inputs("genomics", 16, tuple(SIZES)), ModelChoice(seed=99))
+    fresh = build_model("deref", Inputs(("wsi", "genomics"), 16, tuple(SIZES)), ModelChoice(seed=99))
     load_weights(fresh, outputs["weights"])
-    _, held = fold_patients(data, ids[4:], ids[:4])
+    _, held = fold_patients(data, ids[4:], ids[:4], "genomics", wsi_standardise=True)
     again, _ = predict(fresh, held)
     assert np.allclose(again["risk"], predictions["risk"], atol=1e-6)
 
 
 def test_inner_selection_and_optimistic_pick(tmp_path):
     outcomes, slides, _ = tiny_cohort(tmp_path)
-    data = load_cohort_data(outcomes, slides, "genomics", tmp_path / "pathways.h5")
+    data = load_cohort_data(outcomes, slides, genomics=tmp_path / "pathways.h5")
     ids = list(outcomes.index)
-    result, meta = run_fold(data, "abmil", 0, ids[4:], ids[:4], TRAINING | {"selection": "inner", "epochs": 3})
+    chosen = {"selection": "inner", "epochs": 3, "inner_metric": "c_index"}
+    result, meta = run_fold(data, "abmil", 0, ids[4:], ids[:4], TRAINING | chosen)
     assert meta["n_inner"] == 4 and meta["n_train"] == 12 and "inner_c_index" in result.log
     assert result.selected_epoch == int(result.log["inner_c_index"].idxmax())
+    result, _ = run_fold(data, "abmil", 0, ids[4:], ids[:4], TRAINING | chosen | {"inner_metric": "loss"})
+    assert result.selected_epoch == int(result.log["inner_loss"].idxmin())
     assert result.best_epoch == int(result.log["held_out_c_index"].idxmax())
 
 
 def test_patch_cap_keeps_attention_aligned(tmp_path):
     outcomes, slides, _ = tiny_cohort(tmp_path)
-    data = load_cohort_data(outcomes, slides, "genomics", tmp_path / "pathways.h5")
-    train, held = fold_patients(data, list(outcomes.index)[2:], ["P0", "P1"])
-    model = build_model("abmil", Inputs("genomics", 16, tuple(SIZES)), ModelChoice())
-    result = train_fold(model, train, held, np.array([0, 5, 10, 20, 1e3]), TrainSettings(epochs=1, max_patches=4))
+    data = load_cohort_data(outcomes, slides, genomics=tmp_path / "pathways.h5")
+    train, held = fold_patients(data, list(outcomes.index)[2:], ["P0", "P1"], "genomics")
+    model = build_model("abmil", Inputs(("wsi", "genomics"), 16, tuple(SIZES)), ModelChoice())
+    result = train_fold(
+        lambda _: model, train, held, np.array([0, 5, 10, 20, 1e3]), TrainSettings(epochs=1, max_patches=4)
+    )
     assert result.details["P0"]["attention"].shape == (4,)
     assert sorted(result.details["P0"]["patch_rows"]) == list(result.details["P0"]["patch_rows"])
 
@@ -175,17 +206,3 @@ def test_splits_stratified_or_from_mcat_files(tmp_path):
     extra = pd.concat([outcomes, outcomes.iloc[:1].rename(index={"P0": "P40"})])
     with pytest.raises(ValueError, match=r"\['P40'\] of the cohort are in neither column"):
         cohort_splits(extra, 5, seed=0, mcat_dir=tmp_path)
-
-
-@pytest.mark.realdata
-def test_real_tcga_blca_genomics_only_snn(shared_data):
-    """MCAT's BLCA table gives the literature family sizes; the SNN learns on fold 0 (bench/real_tcga_snn.py runs all five)."""
-    from model.data import genomics_only_data
-
-    tcga = shared_data / "tcga"
-    data = genomics_only_data(tcga / "tcga_blca_all_clean.csv.gz", tcga / "signatures.csv")
-    assert len(data.outcomes) == 373 and data.omic_sizes == (94, 334, 521, 468, 1496, 479)
-    train, held = read_mcat_split(tcga / "splits" / "tcga_blca" / "splits_0.csv")
-    result, meta = run_fold(data, "snn", 0, train, held, TRAINING | {"epochs": 8})
-    assert meta["n_train"] == 298 and meta["n_held_out"] == 75
-    assert result.log["held_out_c_index"].max() > 0.55

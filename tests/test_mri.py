@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from model.data import read_mri
 from workflow.demo.design import LIVER_SEQUENCES, DemoSpec, truth_table
 from workflow.demo.make import make_mri
 from workflow.mri import MRIError, ROISettings, crop_patient, gather_rois, qc_picture, roi_settings, write_patient_roi
@@ -140,6 +141,10 @@ def test_patient_files_gather_into_one_cohort_file(patient, tmp_path):
         assert h5["channels"].shape == (2, 5, 8, 8, 8) and h5["masks"].shape == (2, 8, 8, 8)
         assert [p.decode() for p in h5["patients"][:]] == ["A", "B"] and list(h5.attrs["sequences"]) == SEQ
         assert h5["spacing"].shape == (2, 3) and h5["present"][:].all()
+        first = h5["channels"][0]
+    volumes, masks = read_mri(tmp_path / "roi.h5", ["B", "A"])  # what training reads, in cohort order
+    assert volumes.shape == (2, 5, 8, 8, 8) and masks.dtype == bool and masks[1].any()
+    assert np.array_equal(volumes[1], first)
 
 
 @pytest.mark.realdata

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from model.baselines import SNN, MRIResNet
 from model.bins import assign_bins, time_bin_edges
 from model.deref import DeReF
+from model.encoders import SNNBlock
 from model.metrics import harrell_c
 from model.splits import read_mcat_split, stratified_folds
-from model.train import Patient, TrainSettings, train_fold
+from model.survival import nll_survival_loss
+from model.train import Patient, TrainSettings, genomic_weights, predict, stackable, train_fold
 
 FAMILIES = [6, 6, 6, 6, 6, 6]
 
@@ -57,7 +62,7 @@ def test_deref_learns_a_planted_signal():
     edges = time_bin_edges(np.array([p.time for p in train]), np.array([p.censorship for p in train]))
     torch.manual_seed(0)
     model = DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32)
-    result = train_fold(model, train, held_out, edges, TrainSettings(epochs=6, seed=0))
+    result = train_fold(lambda _: model, train, held_out, edges, TrainSettings(epochs=6, seed=0))
     log = result.log
     assert list(log.columns) == ["epoch", "lr", "loss", "train_c_index", "held_out_c_index"] and len(log) == 6
     assert log["held_out_c_index"].iloc[-1] >= 0.7
@@ -72,7 +77,9 @@ def test_training_is_deterministic_on_cpu():
     for _ in range(2):
         torch.manual_seed(0)
         model = DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32, seed=0)
-        runs.append(train_fold(model, patients[:16], patients[16:], edges, TrainSettings(epochs=2, seed=3)))
+        runs.append(
+            train_fold(lambda _, m=model: m, patients[:16], patients[16:], edges, TrainSettings(epochs=2, seed=3))
+        )
     pd.testing.assert_frame_equal(runs[0].predictions, runs[1].predictions)
 
 
@@ -81,7 +88,7 @@ def test_poly_decay_and_weighted_sampling():
     edges = time_bin_edges(np.array([p.time for p in patients]), np.array([p.censorship for p in patients]))
     torch.manual_seed(0)
     result = train_fold(
-        DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32),
+        lambda _: DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32),
         patients[:16],
         patients[16:],
         edges,
@@ -119,3 +126,107 @@ def test_real_tcga_blca_splits(shared_data):
         assert len(train) + len(val) == 373 and set(train) | set(val) == everyone
         held += val
     assert sorted(held) == sorted(everyone)
+
+
+def genomic_patients(n=24, seed=0, with_bags=False, signal=1.0):
+    """Genomics-only patients (SNN inputs); ``with_bags`` adds dummy bags, which the SNN ignores."""
+    rng = np.random.default_rng(seed)
+    risk = rng.standard_normal(n)
+    times = rng.exponential(24 * np.exp(-signal * risk)) + 0.5
+    censored = (rng.uniform(size=n) < 0.3).astype(int)
+    bag = torch.zeros(3, 4) if with_bags else torch.zeros(0, 0)
+    return [
+        Patient(
+            f"G{i}",
+            bag,
+            [torch.tensor(rng.standard_normal(d) + signal * risk[i], dtype=torch.float32) for d in FAMILIES],
+            float(times[i]),
+            int(censored[i]),
+        )
+        for i in range(n)
+    ]
+
+
+def hand_step(model, patients, edges, lr, l1):
+    """One Adam step on the batch's mean NLL plus MCAT's per-patient L1 (n x l1 x sum |W|)."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
+    model.train()
+    bins = torch.as_tensor(assign_bins(np.array([p.time for p in patients]), edges))
+    censorship = torch.tensor([p.censorship for p in patients])
+    losses = [
+        nll_survival_loss(
+            model(None, [x.unsqueeze(0) for x in p.other])["hazards"], bins[i : i + 1], censorship[i : i + 1]
+        )
+        for i, p in enumerate(patients)
+    ]
+    penalty = l1 * len(patients) * sum(w.abs().sum() for w in model.parameters() if w.ndim >= 2)
+    (torch.stack(losses).mean() + penalty).backward()
+    optimiser.step()
+    return model
+
+
+@pytest.mark.parametrize("with_bags", [False, True])
+def test_accumulated_step_equals_one_step_on_the_mean_loss(with_bags):
+    """batch_size = n: one step per epoch, per-patient accumulation (bags) or one stacked forward (none)."""
+    patients = genomic_patients(n=12, with_bags=with_bags)
+    edges = time_bin_edges(np.array([p.time for p in patients]), np.array([p.censorship for p in patients]))
+    torch.manual_seed(0)
+    start = SNN(FAMILIES, dropout=0.0)
+    assert stackable(start, patients) is not with_bags
+    expected = hand_step(copy.deepcopy(start), patients, edges, lr=1e-3, l1=1e-3)
+    settings = TrainSettings(epochs=1, lr=1e-3, batch_size=12, l1=1e-3, seed=0)
+    result = train_fold(lambda _: copy.deepcopy(start), patients, patients[:4], edges, settings)
+    for name, value in expected.state_dict().items():
+        # Adam's first step is lr * g / (|g| + eps): where the NLL gradient and the L1 term nearly
+        # cancel, summation order alone moves a few weights by up to lr
+        differ = (result.state_dict[name] - value).abs()
+        assert float((differ > 1e-6).float().mean()) < 1e-3 and float(differ.max()) <= 1e-3, name
+
+
+def test_l1_covers_the_genomic_network_only():
+    snn = SNN(FAMILIES)
+    assert sum(w.numel() for w in genomic_weights(snn)) == sum(p.numel() for p in snn.parameters() if p.ndim >= 2)
+    deref = DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32)
+    penalised = {id(w) for w in genomic_weights(deref)}
+    snn_blocks = [m for m in deref.modules() if isinstance(m, SNNBlock)]
+    assert snn_blocks and penalised == {id(p) for m in snn_blocks for p in m.parameters() if p.ndim >= 2}
+    assert not stackable(MRIResNet(2, mri_depth=10), [Patient("M", torch.zeros(0, 0), [], 1.0, 0)])
+
+
+def test_early_stopping_keeps_the_best_inner_epoch():
+    patients = genomic_patients(n=40, signal=0.0, seed=2)  # noise: the inner loss soon rises
+    edges = time_bin_edges(np.array([p.time for p in patients]), np.array([p.censorship for p in patients]))
+    settings = TrainSettings(epochs=15, lr=3e-3, selection="inner", patience=2, seed=1)
+    result = train_fold(lambda _: SNN(FAMILIES), patients[:32], patients[32:], edges, settings)
+    log = result.log
+    best = int(log["inner_loss"].idxmin())
+    assert result.selected_epoch == best and len(log) < 15
+    assert len(log) - 1 - best == 2  # stopped exactly `patience` epochs after the best
+    assert len(result.inner_ids) == 7 and len(result.predictions_train) == 32
+
+
+def test_ensemble_averages_its_members_hazards():
+    patients = genomic_patients(n=30)
+    train, held = patients[:24], patients[24:]
+    edges = time_bin_edges(np.array([p.time for p in train]), np.array([p.censorship for p in train]))
+    settings = TrainSettings(epochs=2, selection="ensemble", ensemble_size=3, batch_size=4, seed=5)
+
+    def build(offset):
+        torch.manual_seed(5 + offset)
+        return SNN(FAMILIES)
+
+    result = train_fold(build, train, held, edges, settings)
+    assert set(result.log["member"]) == {0, 1, 2} and len(result.selected_epochs) == 3
+    members = []
+    for m in range(3):
+        member = SNN(FAMILIES)
+        prefix = f"member_{m}."
+        member.load_state_dict({k[len(prefix) :]: v for k, v in result.state_dict.items() if k.startswith(prefix)})
+        members.append(predict(member, held)[0])
+    hazards = [c for c in result.predictions.columns if c.startswith("hazard_")]
+    mean = np.mean([t[hazards].to_numpy() for t in members], axis=0)
+    assert np.allclose(result.predictions[hazards].to_numpy(), mean, atol=1e-6)
+    survival = np.cumprod(1 - mean, axis=1)
+    assert np.allclose(result.predictions["risk"], -survival.sum(1), atol=1e-6)
+    assert sorted(result.predictions_train["patient_id"]) == sorted(p.patient_id for p in train)
+    assert result.log.groupby("member")["inner_c_index"].count().min() >= 1

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from collections import Counter
 
 import h5py
 import numpy as np
@@ -15,6 +17,7 @@ import tifffile
 import torch
 import yaml
 
+from model.splits import write_mcat_split
 from tests.conftest import ROOT
 from workflow.genomics import read_pathways
 
@@ -65,7 +68,7 @@ def test_dry_run_of_the_full_dag():
         name: [m for m in (spec.get("models") or config["training"]["models"]) if applies(m, set(spec["modalities"]))]
         for name, spec in config["cohorts"].items()
     }
-    assert models["demo_tcga"] == ["deref", "hdmoe", "snn", "abmil", "transmil", "concat_mlp"]
+    assert models["demo_tcga"] == ["deref", "hdmoe", "snn", "abmil", "transmil", "concat_mlp", "coxph"]
     assert int(counts["make_splits"]) == len(cohorts)
     assert int(counts["train_fold"]) == config["training"]["folds"] * sum(len(m) for m in models.values())
     assert int(counts["evaluate_model"]) == sum(len(m) for m in models.values())
@@ -83,6 +86,12 @@ def tiny_config(tmp_path, n_patients=6):
                 "modalities": ["wsi", "mri"],
                 "demo": {"kind": "liver", "seed": 6, "n_patients": n_patients},
             },
+            # no slides and no sheets: the genomics table and outcomes alone
+            "tiny_genomics": {
+                "modalities": ["genomics"],
+                "demo": {"kind": "tcga", "seed": 7, "n_patients": n_patients},
+                "models": ["snn", "coxph"],
+            },
         },
         "features": {"weights": "random", "write_clam_pt": True},
         "mri_roi": {"roi_shape": [16, 48, 48]},
@@ -92,6 +101,7 @@ def tiny_config(tmp_path, n_patients=6):
             "epochs": 1,
             "n_bins": 2,
             "bins": "cohort",
+            "selection": "last",
             "threads": 1,
         },
     }
@@ -177,8 +187,24 @@ def test_demo_run_makes_real_cohorts(tmp_path):
             assert set(cindex["protocol"]) == {"honest", "best_epoch"} and len(cindex) == 4
             for figure in ("km.png", "km.pdf", "cindex_curves.png", "cindex_curves.pdf"):
                 assert (evaluation / figure).stat().st_size > 5_000
+    genomics_only = tmp_path / "results" / "tiny_genomics"
+    root = tmp_path / "resources" / "demo" / "tiny_genomics"
+    assert sorted(p.name for p in root.iterdir()) == ["genomics.csv", "signatures.csv", "truth.tsv"]
+    assert sorted(p.name for p in genomics_only.iterdir()) == ["evaluation", "genomics", "models", "splits"]
+    truth = pd.read_csv(root / "truth.tsv", sep="\t", dtype={"patient_id": str})
+    assert read_pathways(genomics_only / "genomics" / "pathways.h5")[0] == list(truth["patient_id"])
+    for model in ("snn", "coxph"):
+        held = []
+        for fold in (0, 1):
+            out = genomics_only / "models" / model / f"fold_{fold}"
+            held_out = list(pd.read_csv(out / "predictions.tsv", sep="\t", dtype={"patient_id": str})["patient_id"])
+            train = pd.read_csv(out / "predictions_train.tsv", sep="\t", dtype={"patient_id": str})
+            assert sorted([*held_out, *train["patient_id"]]) == sorted(truth["patient_id"])
+            held += held_out
+        assert sorted(held) == sorted(truth["patient_id"])
+        assert (genomics_only / "evaluation" / model / "cindex.tsv").is_file()
     table = pd.read_csv(tmp_path / "results" / "evaluation" / "table.tsv", sep="\t")
-    assert len(table) == 2 * 4 and set(table["cohort"]) == {"tiny_tcga", "tiny_liver"}
+    assert len(table) == 2 * 6 and set(table["cohort"]) == {"tiny_tcga", "tiny_liver", "tiny_genomics"}
     markdown = (tmp_path / "results" / "evaluation" / "table.md").read_text()
     assert "| DeReF |" in markdown and "optimistic" in markdown
 
@@ -186,6 +212,98 @@ def test_demo_run_makes_real_cohorts(tmp_path):
     assert "Nothing to be done" in again.stdout + again.stderr
     run([*SNAKEMAKE, "--directory", str(tmp_path), "--report", str(tmp_path / "report.zip")], tmp_path)
     assert (tmp_path / "report.zip").stat().st_size > 10_000
+
+
+def training_inputs(listing: str) -> dict[tuple[str, str], list[str]]:
+    """(cohort, model) -> input files of its fold-0 train_fold job, from a dry run's job listing."""
+    jobs = {}
+    for block in re.split(r"\n(?=\S)", listing):
+        if block.startswith("rule train_fold:"):
+            fields = dict(line.strip().split(": ", 1) for line in block.splitlines()[1:] if ": " in line)
+            wildcards = dict(w.split("=") for w in fields["wildcards"].split(", "))
+            if wildcards["fold"] == "0":
+                jobs[wildcards["cohort"], wildcards["model"]] = fields["input"].split(", ")
+    return jobs
+
+
+def summary(stdout: str) -> list[list[str]]:
+    """The rows (output file, date, rule, ...) of ``snakemake --summary``, header left out."""
+    return [line.split("\t") for line in stdout.splitlines() if "\t" in line and not line.startswith("output_file")]
+
+
+def test_training_jobs_wait_only_for_the_modalities_their_model_reads(tmp_path):
+    """A genomics-only model's job has no slide features among its inputs: it never waits for them."""
+    tiny_config(tmp_path)
+    done = run([*SNAKEMAKE, "-n", "--forceall", "--directory", str(tmp_path)], tmp_path)
+    jobs = training_inputs(done.stdout + done.stderr)
+    reads = {
+        ("tiny_tcga", "deref"): {"wsi", "genomics"},
+        ("tiny_tcga", "snn"): {"genomics"},
+        ("tiny_liver", "deref"): {"wsi", "mri"},
+        ("tiny_liver", "mri_resnet"): {"mri"},
+        ("tiny_genomics", "snn"): {"genomics"},
+        ("tiny_genomics", "coxph"): {"genomics"},
+    }
+    assert set(jobs) == set(reads)
+    for (cohort, model), inputs in jobs.items():
+        expected = [f"results/{cohort}/splits/splits_0.csv"]
+        expected += [f"results/{cohort}/genomics/pathways.h5"] if "genomics" in reads[cohort, model] else []
+        expected += [f"results/{cohort}/mri/roi.h5"] if "mri" in reads[cohort, model] else []
+        features = [f for f in inputs if f.startswith(f"results/{cohort}/features/resnet50_trunc/")]
+        assert sorted(set(inputs) - set(features)) == sorted(expected), (cohort, model)
+        assert bool(features) == ("wsi" in reads[cohort, model]), (cohort, model)
+
+
+def test_a_configfile_replaces_the_default_config(tmp_path):
+    """--configfile runs its own cohorts only (Snakemake would merge it into config/config.yaml's)."""
+    config = tiny_config(tmp_path)
+    own = {"cohorts": {"tiny_genomics": config["cohorts"]["tiny_genomics"]}, "training": config["training"]}
+    (tmp_path / "genomics.yaml").write_text(yaml.safe_dump(own))
+    done = run([*SNAKEMAKE, "-n", "--directory", str(tmp_path), "--configfile", "genomics.yaml", "--summary"], tmp_path)
+    outputs = summary(done.stdout)
+    assert {rule for _, _, rule, *_ in outputs} >= {"demo_cohort", "build_pathways", "train_fold"}
+    prefixes = ("results/tiny_genomics/", "results/evaluation/", "resources/demo/tiny_genomics/")
+    assert [path for path, *_ in outputs if not path.startswith(prefixes)] == []
+
+
+def test_folds_are_checked_when_snakemake_starts(tmp_path):
+    """MCAT splits with an event-free held-out fold warn; folds the patients cannot fill stop -n."""
+    from workflow.cohort import load_cohort
+
+    config = tiny_config(tmp_path)
+    cohort = load_cohort("tiny_genomics", config["cohorts"]["tiny_genomics"])
+    censored = cohort.patients["censorship"] == 1
+    censored, events = list(cohort.patients.index[censored]), list(cohort.patients.index[~censored])
+    (tmp_path / "splits").mkdir()
+    write_mcat_split(tmp_path / "splits" / "splits_0.csv", events, censored)
+    write_mcat_split(tmp_path / "splits" / "splits_1.csv", censored, events)
+    config["cohorts"]["tiny_genomics"]["splits"] = "splits"
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    done = run([*SNAKEMAKE, "-n", "--directory", str(tmp_path)], tmp_path)
+    assert "cohort 'tiny_genomics': fold 0 (splits/splits_0.csv) holds no event" in done.stdout + done.stderr
+
+    config["training"]["folds"] = 7
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    done = run([*SNAKEMAKE, "-n", "--directory", str(tmp_path)], tmp_path, check=False)
+    assert done.returncode != 0
+    assert re.search(r"cohort 'tiny_\w+': 6 patient\(s\) cannot fill training: folds: 7", done.stdout + done.stderr)
+
+
+@pytest.mark.realdata
+def test_documented_tcga_genomics_config_plans_mcat_folds_and_no_slide_job(shared_data):
+    """config/examples/tcga_blca_genomics.yaml, dry run on the real table: 5 folds per model, slides untouched."""
+    configfile = ROOT / "config" / "examples" / "tcga_blca_genomics.yaml"
+    done = run([*SNAKEMAKE, "-n", "--configfile", str(configfile), "--summary"], ROOT)
+    outputs = summary(done.stdout)
+    predictions = Counter(
+        path.split("/")[3]
+        for path, _, rule, *_ in outputs
+        if rule == "train_fold" and path.endswith("/predictions.tsv")
+    )
+    assert predictions == {"snn": 5, "coxph": 5}
+    assert [path for path, *_ in outputs if not path.startswith(("results/tcga_blca/", "results/evaluation/"))] == []
+    slide_rules = {"demo_cohort", "inventory_slides", "tile_slide", "summarize_tiling", "extract_features"}
+    assert not slide_rules & {rule for _, _, rule, *_ in outputs}
 
 
 def test_bad_user_sheet_stops_the_run_with_its_message(tmp_path):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import h5py
@@ -243,9 +243,20 @@ class Standardizer:
         self.scale_: np.ndarray | None = None
 
     def fit(self, train: np.ndarray) -> Standardizer:
-        self.mean_ = train.mean(axis=0)
-        scale = train.std(axis=0)
-        self.scale_ = np.where(scale > 0, scale, 1.0)
+        return self.fit_parts([train])
+
+    def fit_parts(self, parts: Iterable[np.ndarray]) -> Standardizer:
+        """Fit on the rows of several matrices as if stacked (patch bags), in float64 without stacking."""
+        count, total, squares = 0, 0.0, 0.0
+        for part in parts:
+            part = np.asarray(part, np.float64)
+            count, total = count + len(part), total + part.sum(axis=0)
+            squares = squares + np.square(part).sum(axis=0)
+        if count == 0:
+            raise ValueError("Standardizer.fit on no rows")
+        self.mean_ = total / count
+        scale = np.sqrt(np.maximum(squares / count - np.square(self.mean_), 0.0))
+        self.scale_ = np.where(scale > 1e-12 * np.maximum(np.abs(self.mean_), 1.0), scale, 1.0)
         return self
 
     def transform(self, values: np.ndarray) -> np.ndarray:

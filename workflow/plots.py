@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from lifelines import KaplanMeierFitter
 from lifelines.plotting import add_at_risk_counts
@@ -29,7 +30,7 @@ def save_figure(figure: plt.Figure, paths: Sequence[str | os.PathLike[str]]) -> 
 def km_figure(
     curves: Mapping[str, KaplanMeierFitter], title: str, p_value: float, paths: Sequence[str | os.PathLike[str]]
 ) -> None:
-    """Kaplan-Meier curves with 95% confidence bands, the log-rank p-value and at-risk counts."""
+    """Kaplan-Meier curves with 95% confidence bands, the log-rank p-value (n/a when NaN) and at-risk counts."""
     figure, ax = plt.subplots(figsize=(5.2, 4.4))
     for group, fitter in sorted(curves.items()):
         fitter.plot_survival_function(ax=ax, ci_show=True, show_censors=True, color=GROUP_COLOURS.get(group))
@@ -37,7 +38,8 @@ def km_figure(
     ax.set_ylabel("survival probability")
     ax.set_ylim(0, 1.02)
     ax.set_title(title, fontsize=10)
-    ax.text(0.97, 0.95, f"log-rank p = {p_value:.2g}", transform=ax.transAxes, ha="right", va="top")
+    label = f"log-rank p = {p_value:.2g}" if np.isfinite(p_value) else "log-rank test: n/a (one group)"
+    ax.legend(title=label, loc="best", fontsize=8, title_fontsize=8)
     add_at_risk_counts(*[curves[g] for g in sorted(curves)], ax=ax, rows_to_show=["At risk"])
     save_figure(figure, paths)
 

@@ -26,7 +26,8 @@ import pandas as pd
 
 # Sequence names of the paper's liver cohort (five-sequence MRI).
 LIVER_SEQUENCES = ("arterial", "delay", "hepatobiliary", "t1w", "t2w")
-KINDS = ("tcga", "liver")
+# What each kind of demo can generate; a cohort may take one or two of its kind's modalities.
+KIND_MODALITIES = {"tcga": ("wsi", "genomics"), "liver": ("wsi", "mri")}
 
 _RISK_WEIGHTS = (1.0, 0.6, 0.6)  # shared, wsi-specific, other-specific
 _BASELINE_MEDIAN_MONTHS = 30.0
@@ -43,10 +44,21 @@ class DemoSpec:
     beta: float = 2.0
     frac_two_slides: float = 0.2
     frac_40x: float = 0.5
+    # What is generated: the cohort's modalities, a subset of the kind's (empty: all of them).
+    # The patients, their risk and outcomes do not depend on it, so a [genomics] demo writes the
+    # same genomics table as the [wsi, genomics] demo of the same seed.
+    modalities: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"demo kind {self.kind!r} is not one of {KINDS}")
+        if self.kind not in KIND_MODALITIES:
+            raise ValueError(f"demo kind {self.kind!r} is not one of {tuple(KIND_MODALITIES)}")
+        offered = KIND_MODALITIES[self.kind]
+        object.__setattr__(self, "modalities", tuple(self.modalities) or offered)
+        if not set(self.modalities) <= set(offered):
+            raise ValueError(
+                f"a demo of kind '{self.kind}' has modalities {list(offered)}; "
+                f"{list(self.modalities)} is not one or two of them"
+            )
         if self.n_patients < 2:
             raise ValueError("a demo cohort needs at least 2 patients")
         if not 0.0 <= self.censoring < 1.0:
@@ -55,10 +67,6 @@ class DemoSpec:
     @property
     def prefix(self) -> str:
         return "DT" if self.kind == "tcga" else "DL"
-
-    @property
-    def modalities(self) -> tuple[str, str]:
-        return ("wsi", "genomics") if self.kind == "tcga" else ("wsi", "mri")
 
 
 def item_rng(seed: int, *key: int) -> np.random.Generator:

@@ -37,26 +37,31 @@ _SLIDE_STREAM, _MRI_STREAM = 3, 4
 
 
 def spec_from_config(demo: Mapping[str, Any]) -> DemoSpec:
-    """Build a DemoSpec from a cohort's validated ``demo:`` config block."""
+    """Build a DemoSpec from a cohort's ``demo:`` block with its ``modalities`` (the demo_cohort params)."""
     return DemoSpec(**dict(demo))
 
 
 def write_tables(spec: DemoSpec, truth_path: str | os.PathLike[str], slides_path: str | os.PathLike[str]) -> None:
-    """Write the hidden truth (one row per patient) and the demo slide table."""
+    """Write the hidden truth (one row per patient) and, for a demo with slides, its slide table."""
     truth = truth_table(spec)
     write_tsv(truth, truth_path)
-    slides = slides_table(spec, truth)
-    slides["mpp"] = slides["magnification"].map(MPP_BY_MAGNIFICATION)
-    write_tsv(slides, slides_path)
+    if "wsi" in spec.modalities:
+        slides = slides_table(spec, truth)
+        slides["mpp"] = slides["magnification"].map(MPP_BY_MAGNIFICATION)
+        write_tsv(slides, slides_path)
+
+
+def read_truth(truth_path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read back the truth write_tables wrote, IDs as strings."""
+    return pd.read_csv(truth_path, sep="\t", dtype={"patient_id": str})
 
 
 def read_tables(
     truth_path: str | os.PathLike[str], slides_path: str | os.PathLike[str]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read back what write_tables wrote, IDs as strings."""
-    truth = pd.read_csv(truth_path, sep="\t", dtype={"patient_id": str})
+    """Read back what write_tables wrote for a demo with slides, IDs as strings."""
     slides = pd.read_csv(slides_path, sep="\t", dtype={"patient_id": str, "slide_id": str})
-    return truth, slides
+    return read_truth(truth_path), slides
 
 
 def make_slide(
@@ -100,12 +105,16 @@ def write_cohorts(specs: Mapping[str, DemoSpec], workers: int = 1) -> None:
     for name, spec in specs.items():
         root = Path(demo_root(name))
         write_tables(spec, root / "truth.tsv", root / "slides.tsv")
-        truth, slides = read_tables(root / "truth.tsv", root / "slides.tsv")
+        if "wsi" in spec.modalities:
+            truth, slides = read_tables(root / "truth.tsv", root / "slides.tsv")
+            for slide_id, path in slides_sheet(name, slides)[["slide_id", "path"]].itertuples(index=False):
+                items.append((make_slide, (spec, truth, slides, slide_id, path)))
+        else:  # no slide is rendered, but the genomics table keeps MCAT's one row per slide
+            truth = read_truth(root / "truth.tsv")
+            slides = slides_table(spec, truth)
         if "genomics" in spec.modalities:
             files = genomics_files(name)
             make_genomics(spec, truth, slides, files["table"], files["signatures"])
-        for slide_id, path in slides_sheet(name, slides)[["slide_id", "path"]].itertuples(index=False):
-            items.append((make_slide, (spec, truth, slides, slide_id, path)))
         if "mri" in spec.modalities:
             masks = mri_sheet(name, truth).drop_duplicates("patient_id")
             items += [
