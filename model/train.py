@@ -257,6 +257,11 @@ def _inner_split(train: list[Patient], fraction: float, seed: int) -> tuple[list
 
 def _inner_folds(train: list[Patient], k: int, seed: int) -> list[tuple[list[Patient], list[Patient]]]:
     """k (fit, inner) partitions of the training patients, stratified by censorship."""
+    if len(train) < 2 * k:
+        raise ValueError(
+            f"an ensemble of {k} inner folds needs at least {2 * k} training patients, not {len(train)}; "
+            "lower training: ensemble_size or use selection: last"
+        )
     censorship = np.array([p.censorship for p in train])
     if min(np.bincount(censorship, minlength=2)) < k:
         censorship = np.zeros_like(censorship)
