@@ -34,7 +34,6 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from model.bins import time_bin_edges
-from model.coxph import CoxSettings, fit_coxph
 from model.data import CohortData, fold_patients
 from model.registry import MODELS, Inputs, ModelChoice, build_model
 from model.train import FoldResult, TrainSettings, train_fold
@@ -153,6 +152,9 @@ def run_fold(
     start = time.perf_counter()
     meta: dict[str, Any] = {"model": model_name, "fold": fold, "preset": choice.preset}
     if MODELS[model_name].build is None:
+        # imported here: scikit-survival's Cox models cost 1-2 s of start-up the networks' jobs skip
+        from model.coxph import CoxSettings, fit_coxph
+
         coxph = CoxSettings(**cfg.get("coxph", {}))
         result = fit_coxph(data, train_ids, held_ids, edges, coxph)
         meta |= {

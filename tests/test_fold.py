@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from model.data import DataError, fold_patients, load_cohort_data
-from model.fold import fold_settings, load_weights, run_fold, training_defaults, write_fold_outputs
+from model.fold import fold_settings, load_weights, resolved, run_fold, training_defaults, write_fold_outputs
 from model.registry import MODELS, Inputs, ModelChoice, applies, build_model, uses
 from model.splits import cohort_splits, read_mcat_split, write_mcat_split
 from model.train import TrainSettings, predict, train_fold
@@ -109,6 +109,19 @@ def test_reference_preset_settings():
     assert settings.max_patches is None and bins == "fold"
     settings, choice, bins = fold_settings(TRAINING, "deref", fold=0)
     assert not settings.poly_decay and choice.rfr() == "average" and bins == "fold"
+
+
+def test_presets_choose_the_regime_of_null_keys():
+    schema = training_defaults()  # every regime key null: the preset decides
+    assert all(schema[k] is None for k in ("selection", "batch_size", "l1", "wsi_standardise", "bins"))
+    paper, _, _ = fold_settings(schema | {"device": "cpu"}, "snn", fold=0)
+    assert (paper.batch_size, paper.l1, paper.selection, paper.ensemble_size) == (32, 1e-4, "ensemble", 5)
+    assert resolved(schema)["wsi_standardise"] is True
+    reference, _, _ = fold_settings(schema | {"preset": "reference"}, "snn", fold=0)
+    assert (reference.batch_size, reference.l1, reference.selection) == (1, 0.0, "last")
+    assert resolved(schema | {"preset": "reference"})["wsi_standardise"] is False
+    explicit, _, _ = fold_settings(schema | {"preset": "reference", "batch_size": 8, "selection": "inner"}, "snn", 0)
+    assert (explicit.batch_size, explicit.selection) == (8, "inner")
 
 
 def test_registry_knows_what_each_model_needs():

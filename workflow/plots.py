@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from lifelines import KaplanMeierFitter
 from lifelines.plotting import add_at_risk_counts
+from matplotlib.ticker import MaxNLocator
 
 from workflow.io import atomic_path
 
@@ -45,16 +46,27 @@ def km_figure(
 
 
 def cindex_curves(logs: Sequence[pd.DataFrame], title: str, paths: Sequence[str | os.PathLike[str]]) -> None:
-    """Training and held-out C-index per epoch, one thin line per fold and the fold mean in bold."""
+    """Training, inner and held-out C-index per epoch, one thin line per fold and the fold mean in bold.
+
+    An ensemble's log has one row per member and epoch: its members are averaged per epoch. A
+    single-fit model (coxph) has one epoch and shows as points.
+    """
     figure, ax = plt.subplots(figsize=(5.2, 3.6))
-    for column, colour in (("train_c_index", "#7f8c8d"), ("held_out_c_index", "#c0392b")):
+    logs = [log.groupby("epoch", as_index=False).mean(numeric_only=True) for log in logs]
+    marker = "o" if max(len(log) for log in logs) == 1 else None
+    columns = {"train_c_index": "#7f8c8d", "inner_c_index": "#2471a3", "held_out_c_index": "#c0392b"}
+    labels = {"train_c_index": "training", "inner_c_index": "inner split", "held_out_c_index": "held-out"}
+    for column, colour in columns.items():
+        if not all(column in log for log in logs):
+            continue
         for log in logs:
-            ax.plot(log["epoch"], log[column], color=colour, alpha=0.3, lw=0.8)
+            ax.plot(log["epoch"], log[column], color=colour, alpha=0.3, lw=0.8, marker=marker)
         mean = pd.concat(logs).groupby("epoch")[column].mean()
-        ax.plot(mean.index, mean.to_numpy(), color=colour, lw=2, label=column.replace("_", " "))
+        ax.plot(mean.index, mean.to_numpy(), color=colour, lw=2, marker=marker, label=labels[column])
     ax.axhline(0.5, color="black", lw=0.5, ls=":")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("C-index")
     ax.set_title(title, fontsize=10)
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.17))
     save_figure(figure, paths)
