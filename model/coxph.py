@@ -168,4 +168,5 @@ def fit_coxph(
         state_dict=state,
         best_epoch=0,
         best_epoch_predictions=held_table,
+        parameters=int(state["coef"].numel()),
     )

@@ -160,7 +160,6 @@ def run_fold(
         meta |= {
             "selection": "none (one fit)",
             "coxph": asdict(coxph),
-            "parameters": int(result.state_dict["coef"].numel()),
         }
     else:
         train, held = fold_patients(data, train_ids, held_ids, inputs.second, cfg.get("genomics_clip"), wsi_standardise)
@@ -173,10 +172,10 @@ def run_fold(
             "test_rfr": choice.rfr(),
             "selection": settings.selection,
             "wsi_standardise": wsi_standardise and "wsi" in data.modalities,
-            "parameters": sum(p.numel() for p in build(0).parameters()),  # of one network
             "settings": asdict(settings),
         }
     meta |= {
+        "parameters": result.parameters,
         "selected_epoch": result.selected_epoch,
         "selected_epochs": result.selected_epochs,
         "best_epoch_optimistic": result.best_epoch,

@@ -115,6 +115,7 @@ class FoldResult:
     best_epoch: int  # reference protocol: best held-out C-index (optimistic)
     best_epoch_predictions: pd.DataFrame
     inner_ids: list[str] = field(default_factory=list)
+    parameters: int = 0  # of one network (coxph: its coefficients)
 
     @property
     def selected_epoch(self) -> int:
@@ -436,6 +437,7 @@ def train_fold(
         best_epoch=best_epoch,
         best_epoch_predictions=best_table,
         inner_ids=[p.patient_id for _, inner in folds for p in inner] if settings.selection == "inner" else [],
+        parameters=sum(p.numel() for p in members[0].model.parameters()),
     )
 
 

@@ -96,7 +96,7 @@ def tiny_config(tmp_path, n_patients=6):
         "features": {"weights": "random", "write_clam_pt": True},
         "mri_roi": {"roi_shape": [16, 48, 48]},
         "training": {
-            "models": ["deref", "snn", "mri_resnet"],
+            "models": ["deref", "snn", "mri_resnet", "coxph"],
             "folds": 2,
             "epochs": 1,
             "n_bins": 2,
@@ -168,6 +168,11 @@ def test_demo_run_makes_real_cohorts(tmp_path):
                 assert (tmp_path / "results" / cohort / "mri" / "qc" / f"{patient}.png").is_file()
             with h5py.File(tmp_path / "results" / cohort / "mri" / "roi.h5") as h5:
                 assert h5["channels"].shape == (len(truth), 5, 16, 48, 48) and h5["present"][:].all()
+        # coxph reads every modality: the mean patch feature and the genomics, or the MRI statistics
+        weights = safetensors.torch.load_file(
+            tmp_path / "results" / cohort / "models" / "coxph" / "fold_0" / "weights.safetensors"
+        )
+        assert {"wsi.components", "genomics.components" if kind == "tcga" else "mri.components"} <= set(weights)
         for model in ("deref", "snn") if kind == "tcga" else ("deref", "mri_resnet"):
             held = []
             for fold in (0, 1):
@@ -204,7 +209,7 @@ def test_demo_run_makes_real_cohorts(tmp_path):
         assert sorted(held) == sorted(truth["patient_id"])
         assert (genomics_only / "evaluation" / model / "cindex.tsv").is_file()
     table = pd.read_csv(tmp_path / "results" / "evaluation" / "table.tsv", sep="\t")
-    assert len(table) == 2 * 6 and set(table["cohort"]) == {"tiny_tcga", "tiny_liver", "tiny_genomics"}
+    assert len(table) == 2 * 8 and set(table["cohort"]) == {"tiny_tcga", "tiny_liver", "tiny_genomics"}
     markdown = (tmp_path / "results" / "evaluation" / "table.md").read_text()
     assert "| DeReF |" in markdown and "optimistic" in markdown
 
