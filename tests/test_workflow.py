@@ -248,6 +248,8 @@ def test_training_jobs_wait_only_for_the_modalities_their_model_reads(tmp_path):
         ("tiny_liver", "mri_resnet"): {"mri"},
         ("tiny_genomics", "snn"): {"genomics"},
         ("tiny_genomics", "coxph"): {"genomics"},
+        ("tiny_tcga", "coxph"): {"wsi", "genomics"},  # coxph reads every modality of its cohort
+        ("tiny_liver", "coxph"): {"wsi", "mri"},
     }
     assert set(jobs) == set(reads)
     for (cohort, model), inputs in jobs.items():
@@ -355,7 +357,7 @@ def user_cohort(tmp_path, on_error):
     layout = tissue.random_layout(rng)
     tissue.write_slide(tmp_path / "good.svs", layout, tissue.appearance(layout, 0.0, rng), 0.5, 20)
     tifffile.imwrite(tmp_path / "plain.tif", np.full((400, 500, 3), 220, np.uint8), photometric="rgb")
-    pd.DataFrame({"patient_id": ["P1", "P2"], "survival_months": [10.0, 20.0], "censorship": [0, 1]}).to_csv(
+    pd.DataFrame({"patient_id": ["P1", "P2"], "survival_months": [10.0, 20.0], "censorship": [0, 0]}).to_csv(
         tmp_path / "patients.tsv", sep="\t", index=False
     )
     pd.DataFrame({"slide_id": ["good", "plain"], "patient_id": ["P1", "P2"], "path": ["good.svs", "plain.tif"]}).to_csv(
@@ -374,7 +376,13 @@ def user_cohort(tmp_path, on_error):
     (tmp_path / "config").mkdir(exist_ok=True)
     (tmp_path / "config" / "config.yaml").write_text(
         yaml.safe_dump(
-            {"cohorts": {"mine": cohort}, "tiling": {"on_error": on_error}, "features": {"weights": "random"}}
+            {
+                "cohorts": {"mine": cohort},
+                "tiling": {"on_error": on_error},
+                "features": {"weights": "random"},
+                # two patients: the smallest cross-validation the parse-time checks accept
+                "training": {"folds": 2, "n_bins": 2},
+            }
         )
     )
 
