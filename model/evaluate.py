@@ -5,7 +5,10 @@ Protocols: ``honest`` is each fold's selected epoch (last epoch, or the inner-va
 which is optimistic and always labelled so. Mean ± std over folds uses the population std
 (ddof = 0), as the reference's ``np.std``, over the folds where the metric exists ("k of K folds"
 otherwise). Pooled statistics concatenate the held-out predictions of every fold, each patient
-once, as MCAT's evaluation notebook does, although the folds' risk scales may differ.
+once, as MCAT's evaluation notebook does, although the folds' risk scales may differ. To show how
+much of a pooled C-index is lost to that, the comparison also scores each held-out risk by its
+quantile among the same fold's training-patient risks (``training_quantiles``): leak-free, and
+unchanged within a fold, it puts every fold on one scale. It is a diagnostic beside the pooled C.
 
 Risk groups: the honest split cuts each fold's held-out patients at the median predicted risk of
 that fold's training patients; the paper's split cuts the pooled held-out predictions at their own
@@ -258,6 +261,8 @@ def compare_models(oof: Mapping[str, pd.DataFrame], reference: str, n_boot: int,
     serves every model, so each difference is paired: the same resampled patients under both models.
     The difference's CI is the percentile interval of the resampled differences, its two-sided p-value
     ``paired_bootstrap_p``. Resamples without a comparable pair are left out and counted.
+    ``pooled_c_train_quantile`` (point estimate) is the pooled C of the ``risk_train_quantile`` column
+    where the tables have it, NaN with its reason otherwise.
     """
     patients = {m: set(t["patient_id"]) for m, t in oof.items()}
     order = sorted(next(iter(patients.values()))) if patients else []
@@ -282,6 +287,7 @@ def compare_models(oof: Mapping[str, pd.DataFrame], reference: str, n_boot: int,
             "pooled_c": point[model],
             "pooled_c_low": ci[0],
             "pooled_c_high": ci[1],
+            "pooled_c_train_quantile": _value(_attempt(notes, "pooled_c_train_quantile", lambda t=t: _quantile_c(t))),
             "n_bootstrap": n_boot,
             "bootstrap_valid": int(np.isfinite(boot[model]).sum()),
             "reference_model": reference,
@@ -290,6 +296,16 @@ def compare_models(oof: Mapping[str, pd.DataFrame], reference: str, n_boot: int,
         row |= dict(zip(("delta_c", "delta_low", "delta_high", "delta_p"), delta or (np.nan,) * 4, strict=True))
         rows.append(row | {"reason": "; ".join(notes)})
     return pd.DataFrame(rows)
+
+
+def _value(value: float | None) -> float:
+    return np.nan if value is None else value
+
+
+def _quantile_c(table: pd.DataFrame) -> float:
+    if "risk_train_quantile" not in table:
+        raise NotComputable("no training-patient quantiles in the predictions")
+    return harrell_c(table["survival_months"], table["censorship"], table["risk_train_quantile"])
 
 
 def _pooled_interval(point: float, boot: np.ndarray) -> tuple[float, float]:
@@ -311,7 +327,8 @@ def _paired(
 
 def panel(summary: pd.DataFrame, comparison: pd.DataFrame) -> pd.DataFrame:
     """The summary with each model's bootstrap CI and reference comparison (honest rows; others say why not)."""
-    columns = ["pooled_c_low", "pooled_c_high", "n_bootstrap", "bootstrap_valid", "reference_model"]
+    columns = ["pooled_c_low", "pooled_c_high", "pooled_c_train_quantile", "n_bootstrap", "bootstrap_valid"]
+    columns += ["reference_model"]
     columns += ["delta_c", "delta_low", "delta_high", "delta_p"]
     extra = comparison[["cohort", "model", "protocol", *columns, "reason"]].rename(columns={"reason": "comparison"})
     table = summary.merge(extra, on=["cohort", "model", "protocol"], how="left")
@@ -418,12 +435,33 @@ def median_split(oof: pd.DataFrame) -> KMResult:
     return _risk_groups(pooled.reset_index(), "paper", [threshold])
 
 
-def training_median_split(held: Sequence[pd.DataFrame], train: Sequence[pd.DataFrame]) -> KMResult:
-    """The leak-free split: each fold's held-out patients cut at the median risk of its training patients."""
-    groups, thresholds = [], []
+def _paired_folds(
+    held: Sequence[pd.DataFrame], train: Sequence[pd.DataFrame]
+) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """(held-out, training) tables of each fold, checked to belong to the same fold."""
     for test, fit in zip(held, train, strict=True):
         if set(test["fold"]) != set(fit["fold"]):
             raise ValueError(f"held-out fold {set(test['fold'])} paired with training fold {set(fit['fold'])}")
+    return list(zip(held, train, strict=True))
+
+
+def training_quantiles(held: Sequence[pd.DataFrame], train: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The pooled held-out rows with ``risk_train_quantile``: the mid-rank fraction of the same fold's
+    training patients whose risk is below the held-out patient's (ties count half)."""
+    tables = []
+    for test, fit in _paired_folds(held, train):
+        reference = np.sort(np.asarray(fit["risk"], float))
+        risk = np.asarray(test["risk"], float)
+        below = np.searchsorted(reference, risk, side="left")
+        at_most = np.searchsorted(reference, risk, side="right")
+        tables.append(test.assign(risk_train_quantile=(below + at_most) / (2 * len(reference))))
+    return pd.concat(tables, ignore_index=True)
+
+
+def training_median_split(held: Sequence[pd.DataFrame], train: Sequence[pd.DataFrame]) -> KMResult:
+    """The leak-free split: each fold's held-out patients cut at the median risk of its training patients."""
+    groups, thresholds = [], []
+    for test, fit in _paired_folds(held, train):
         thresholds.append(float(np.median(fit["risk"])))
         groups.append(test.assign(group=np.where(test["risk"] > thresholds[-1], "high risk", "low risk")))
     columns = ["patient_id", "survival_months", "censorship", "risk", "fold", "group"]

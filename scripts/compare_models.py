@@ -31,7 +31,8 @@ comparison.insert(0, "cohort", snakemake.wildcards.cohort)
 write_tsv(comparison, snakemake.output[0])
 for row in comparison.itertuples():
     log.info(
-        "%s: pooled C %.3f [%.3f, %.3f] (%d of %d resamples), vs %s %+.3f (p %.3g) %s",
+        "%s: pooled C %.3f [%.3f, %.3f] (%d of %d resamples; on training quantiles %.3f), vs %s %+.3f (p %.3g) %s",
         *(row.model, row.pooled_c, row.pooled_c_low, row.pooled_c_high, row.bootstrap_valid, row.n_bootstrap),
+        row.pooled_c_train_quantile,
         *(row.reference_model, row.delta_c, row.delta_p, row.reason),
     )

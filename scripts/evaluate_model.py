@@ -26,6 +26,7 @@ from model.evaluate import (
     metric_table,
     summarise,
     training_median_split,
+    training_quantiles,
     truncation_time,
 )
 from model.metrics import NotComputable
@@ -42,7 +43,7 @@ edges = [np.asarray(json.loads(Path(p).read_text())["bin_edges"], float) for p i
 
 cindex = fold_cindex({"honest": honest, "best_epoch": best_epoch})
 write_tsv(cindex.assign(cohort=cohort, model=model), snakemake.output.cindex)
-oof = pd.concat(honest, ignore_index=True)
+oof = training_quantiles(honest, train)
 write_tsv(oof, snakemake.output.oof)
 
 try:

@@ -21,6 +21,7 @@ from model.evaluate import (
     panel,
     summarise,
     training_median_split,
+    training_quantiles,
     truncation_time,
 )
 from model.metrics import NotComputable
@@ -158,6 +159,34 @@ def test_leak_free_cut_off_uses_the_training_medians():
     assert km_statistics(honest)["n_high"] == 4 and km_statistics(honest)["thresholds"] == "1.6;0"
     with pytest.raises(ValueError, match="paired with training fold"):
         training_median_split(held, train[::-1])
+
+
+def test_training_quantiles_put_every_fold_on_one_scale():
+    # each fold ranks its own patients perfectly, but fold 1's model outputs risks 10 higher: pooled
+    # raw risks pair fold 1's low-risk patient above fold 0's high-risk one, training quantiles do not
+    times = {"a": 1.0, "b": 4.0, "c": 2.0, "d": 5.0}
+    held = [
+        pd.DataFrame({"patient_id": ["a", "b"], "risk": [2.0, 0.0], "fold": 0}),
+        pd.DataFrame({"patient_id": ["c", "d"], "risk": [12.0, 10.0], "fold": 1}),
+    ]
+    held = [h.assign(survival_months=h["patient_id"].map(times), censorship=0) for h in held]
+    train = [
+        pd.DataFrame({"risk": [-1.0, 1.0, 2.0, 3.0], "fold": 0}),
+        pd.DataFrame({"risk": [9.0, 11.0, 12.0, 13.0], "fold": 1}),
+    ]
+    oof = training_quantiles(held, train).set_index("patient_id")
+    # a: 2 of 4 below and one tie -> 2.5 / 4; b: 1 of 4 below -> 0.25; c and d the same in fold 1
+    assert oof["risk_train_quantile"].to_dict() == {"a": 0.625, "b": 0.25, "c": 0.625, "d": 0.25}
+    assert oof["risk"].to_dict() == {"a": 2.0, "b": 0.0, "c": 12.0, "d": 10.0}
+    row = compare_models({"m": oof.reset_index()}, "m", 20, seed=1).iloc[0]
+    # raw, earlier death first: a-c no (2 < 12), a-b yes, a-d no (2 < 10), c-b yes, c-d yes, b-d no -> 3 of 6
+    assert row["pooled_c"] == pytest.approx(0.5)
+    # quantiles: a-b yes, a-c tie (0.5), a-d yes, c-b yes, c-d yes, b-d tie (0.5) -> 5 of 6
+    assert row["pooled_c_train_quantile"] == pytest.approx(5 / 6)
+    plain = compare_models({"m": oof.reset_index().drop(columns="risk_train_quantile")}, "m", 20, seed=1).iloc[0]
+    assert np.isnan(plain["pooled_c_train_quantile"]) and "no training-patient quantiles" in plain["reason"]
+    with pytest.raises(ValueError, match="paired with training fold"):
+        training_quantiles(held, train[::-1])
 
 
 def test_one_group_gives_a_nan_log_rank_with_its_reason(tmp_path):
