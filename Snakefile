@@ -13,7 +13,7 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-report: "workflow/report/workflow.rst"
+report: "report/workflow.rst"
 
 
 include: "rules/common.smk"

@@ -17,16 +17,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workflow.features.device import claim_device  # noqa: E402
+from workflow.device import claim_device  # noqa: E402
 from workflow.features.encoders import encoder_spec, load_encoder  # noqa: E402
 from workflow.features.extract import FeatureSettings, encode, extract_slide  # noqa: E402
+from workflow.tiling.coords import read_coords, write_coords  # noqa: E402
 from workflow.tiling.params import tiling_params  # noqa: E402
 from workflow.tiling.tile import TileOutputs, tile_slide  # noqa: E402
 
@@ -53,12 +53,8 @@ def tile(slide: str, out_dir: str, max_patches: int | None) -> str:
     out = TileOutputs(*(os.path.join(out_dir, f"t.{e}") for e in ("h5", "geojson", "m.jpg", "g.jpg")))
     tile_slide("s", slide, tiling_params({}), out)
     if max_patches:
-        with h5py.File(out.coords, "r+") as h5:
-            coords, attrs = h5["coords"][:max_patches], dict(h5["coords"].attrs)
-            del h5["coords"]
-            dataset = h5.create_dataset("coords", data=coords)
-            for k, v in attrs.items():
-                dataset.attrs[k] = v
+        tiles = read_coords(out.coords)
+        write_coords(out.coords, tiles.xy[:max_patches], tiles.attrs)
     return out.coords
 
 

@@ -8,7 +8,7 @@ Two loops train the same seeded model:
 
 - ``disk``: the authors' way: every step loads the patient's bag from its .pt file and reads the
   loss back to the host (``loss.item()``);
-- ``cached``: ``model.train.train_fold``: bags moved to the device once, per-step scalars kept there.
+- ``cached``: ``model.train.train_network``: bags moved to the device once, per-step scalars kept there.
 
 Both consume the random generators identically and use the same (fused) Adam, so their per-epoch
 losses and held-out predictions must be identical; the script fails otherwise. (The authors use
@@ -33,9 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from model.bins import assign_bins, time_bin_edges  # noqa: E402
+from model.data import Patient  # noqa: E402
 from model.deref import DeReF, DeReFOptions  # noqa: E402
 from model.survival import nll_survival_loss  # noqa: E402
-from model.train import Patient, TrainSettings, auxiliary_loss, epoch_order, predict, train_fold  # noqa: E402
+from model.train import TrainSettings, epoch_order, predict, train_network  # noqa: E402
 from workflow.io import write_tsv  # noqa: E402
 
 BLCA_SIZES = [94, 334, 521, 468, 1496, 479]
@@ -83,9 +84,9 @@ def disk_loop(model, train, held, edges, settings, folder: Path) -> tuple[pd.Dat
         start, total = time.perf_counter(), 0.0
         for i in epoch_order(bins, censorship, rng, settings.weighted_sampling):
             bag = torch.load(paths[i], weights_only=True).unsqueeze(0)
-            out = model(bag, [x.unsqueeze(0) for x in train[i].other])
+            out = model(bag, [x.unsqueeze(0) for x in train[i].second])
             loss = nll_survival_loss(out["hazards"], torch.tensor([bins[i]]), torch.tensor([censorship[i]]))
-            loss = loss + auxiliary_loss(model, out, settings)
+            loss = loss + model.auxiliary_loss(out, settings)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -119,9 +120,9 @@ def main() -> None:
         disk_predictions, disk_losses, disk_seconds = disk_loop(fresh(), train, held, edges, settings, Path(folder))
     rows.append({"loop": "disk (authors'), incl. held-out eval", "seconds_per_epoch": np.mean(disk_seconds)})
     start = time.perf_counter()
-    result = train_fold(lambda _: fresh(), train, held, edges, settings)
+    result = train_network(lambda _: fresh(), train, held, edges, settings)
     total = time.perf_counter() - start
-    rows.append({"loop": "cached (train_fold, incl. held-out eval)", "seconds_per_epoch": total / args.epochs})
+    rows.append({"loop": "cached (train_network, incl. held-out eval)", "seconds_per_epoch": total / args.epochs})
     same_loss = np.allclose(result.log["loss"], disk_losses, rtol=1e-6, atol=0)
     same_predictions = np.array_equal(result.predictions["risk"].to_numpy(), disk_predictions["risk"].to_numpy())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

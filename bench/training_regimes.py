@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +26,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from model.config import TrainingConfig  # noqa: E402
 from model.data import CohortData  # noqa: E402
-from model.fold import run_fold, training_defaults  # noqa: E402
+from model.fold import train_model  # noqa: E402
 from model.metrics import harrell_c  # noqa: E402
 from model.splits import read_mcat_split  # noqa: E402
 from workflow.cohort import genomics_outcomes  # noqa: E402
@@ -78,11 +80,11 @@ def main() -> None:
     print(f"{len(data.outcomes)} patients, family sizes {list(data.omic_sizes)}")
     names = list(REGIMES)
     chosen = names if args.regimes is None else [names[int(i)] for i in args.regimes.split(",")]
-    base = training_defaults() | {"device": "cpu", "preset": "paper"}
+    base = TrainingConfig(device="cpu", preset="paper")
     rows = []
     for fold in range(5):
         train, held = read_mcat_split(splits / f"splits_{fold}.csv")
-        result, _ = run_fold(data, "coxph", fold, train, held, base)
+        result, _ = train_model(data, "coxph", fold, train, held, base)
         c = harrell_c(
             result.predictions["survival_months"], result.predictions["censorship"], result.predictions["risk"]
         )
@@ -93,9 +95,9 @@ def main() -> None:
             settings, selections = REGIMES[regime]
             for selection in selections:
                 for seed in range(1, args.seeds + 1):
-                    cfg = base | settings | SELECTIONS[selection] | {"seed": seed}
+                    cfg = replace(base, **settings, **SELECTIONS[selection], seed=seed)
                     start = time.perf_counter()
-                    result, _ = run_fold(data, "snn", fold, train, held, cfg)
+                    result, _ = train_model(data, "snn", fold, train, held, cfg)
                     p, best = result.predictions, result.best_epoch_predictions
                     row = {
                         "regime": regime,

@@ -1,6 +1,6 @@
 """Unimodal and late-fusion baselines under the same contract as DeReF and HDMoE.
 
-Each takes ``forward(wsi, other)`` (and ignores the modality it does not use) and returns the
+Each takes ``forward(wsi, second)`` (and ignores the modality it does not use) and returns the
 per-bin sigmoid hazards with their survival curve and risk; the WSI models add the patch
 attention (B, N). The MRI models import the 3D ResNet (and torchvision) only when built.
 """
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from model.encoders import SNNBlock, TransMIL, check_second_modality, init_weights, single_volume
-from model.survival import risk_score, survival_curve
+from model.survival import SurvivalNetwork, risk_score, survival_curve, weight_matrices
 
 
 def _survival_outputs(logits: torch.Tensor, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -60,15 +60,12 @@ class GatedAttentionPool(nn.Module):
         return (attention.unsqueeze(1) @ h).squeeze(1), attention
 
 
-class SNN(nn.Module):
+class SNN(SurvivalNetwork):
     """Genomics only: MCAT's self-normalising network over the concatenated gene families.
 
     Two SNN blocks and a linear head, with MCAT's LeCun-normal init. (MCAT's standalone ``SNN``
     "small" stacks four 256-wide blocks; its fusion models' genomic branch, used here, has two.)
-    The whole network is genomic: an L1 penalty covers every weight, as MCAT's ``l1_reg_all``.
     """
-
-    genomic_only = True
 
     def __init__(self, omic_sizes: list[int], n_bins: int = 4, hidden: int = 256, dropout: float = 0.25) -> None:
         super().__init__()
@@ -76,12 +73,16 @@ class SNN(nn.Module):
         self.head = nn.Linear(hidden, n_bins)
         self.apply(_lecun_normal)
 
-    def forward(self, wsi: torch.Tensor, other: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The bag is ignored; ``other`` is the list of per-family (B, d_i) tensors."""
-        return _survival_outputs(self.head(self.encoder(other)))
+    def forward(self, wsi: torch.Tensor, second: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The bag is ignored; ``second`` is the list of per-family (B, d_i) tensors."""
+        return _survival_outputs(self.head(self.encoder(second)))
+
+    def genomic_weights(self) -> list[torch.Tensor]:
+        """The whole network is genomic: every weight matrix, head included (MCAT's ``l1_reg_all``)."""
+        return weight_matrices([self])
 
 
-class ABMIL(nn.Module):
+class ABMIL(SurvivalNetwork):
     """WSI only: MCAT's ``MIL_Attention_FC_surv`` without fusion (gated attention, rho, linear head).
 
     MCAT's size "small" is 1024 -> 512 -> 256; here every width is ``dim``. PyTorch's default
@@ -94,13 +95,13 @@ class ABMIL(nn.Module):
         self.rho = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout))
         self.head = nn.Linear(dim, n_bins)
 
-    def forward(self, wsi: torch.Tensor, other: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """(B, N, wsi_dim) bag -> hazards and patch attention; ``other`` is ignored."""
+    def forward(self, wsi: torch.Tensor, second: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """(B, N, wsi_dim) bag -> hazards and patch attention; ``second`` is ignored."""
         pooled, attention = self.pool(wsi)
         return _survival_outputs(self.head(self.rho(pooled)), attention=attention)
 
 
-class TransMILSurvival(nn.Module):
+class TransMILSurvival(SurvivalNetwork):
     """WSI only: TransMIL (Shao et al. 2021) as DeReF/HDMoE configure it, with a linear survival head.
 
     One Linear-ReLU-Dropout to ``dim``, the class-token TransMIL with PPEG, and the reference's
@@ -116,13 +117,13 @@ class TransMILSurvival(nn.Module):
         self.head = nn.Linear(dim, n_bins)
         self.apply(init_weights)
 
-    def forward(self, wsi: torch.Tensor, other: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """(B, N, wsi_dim) bag -> hazards and patch attention; ``other`` is ignored."""
+    def forward(self, wsi: torch.Tensor, second: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """(B, N, wsi_dim) bag -> hazards and patch attention; ``second`` is ignored."""
         cls, _, attention = self.encoder(self.fc(wsi))
         return _survival_outputs(self.head(cls), attention=attention)
 
 
-class ConcatMLP(nn.Module):
+class ConcatMLP(SurvivalNetwork):
     """Late fusion: gated-attention WSI embedding concatenated with the second modality's, then an MLP.
 
     The second modality is the gene families (the SNN branch of MCAT's concat fusion) or an MRI
@@ -147,19 +148,19 @@ class ConcatMLP(nn.Module):
         if self.mri:
             from model.mri_encoder import ResNet3D  # imports torchvision, seconds; only MRI models pay for it
 
-            self.other_encoder: nn.Module = ResNet3D(mri_channels, mri_depth, dim)
+            self.second_encoder: nn.Module = ResNet3D(mri_channels, mri_depth, dim)
         else:
-            self.other_encoder = ConcatenatedSNN(omic_sizes, dim, dropout)
+            self.second_encoder = ConcatenatedSNN(omic_sizes, dim, dropout)
         self.head = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, n_bins))
 
-    def forward(self, wsi: torch.Tensor, other: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, wsi: torch.Tensor, second: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """(B, N, wsi_dim) bag and the families or [volume] -> hazards and patch attention."""
         pooled, attention = self.pool(wsi)
-        embedding = self.other_encoder(single_volume(other) if self.mri else other)
+        embedding = self.second_encoder(single_volume(second) if self.mri else second)
         return _survival_outputs(self.head(torch.cat([pooled, embedding], dim=-1)), attention=attention)
 
 
-class MRIResNet(nn.Module):
+class MRIResNet(SurvivalNetwork):
     """MRI only: the 3D ResNet of the paper's MRI branch with a linear survival head (torchvision's init)."""
 
     def __init__(self, mri_channels: int, n_bins: int = 4, mri_depth: int = 10, dim: int = 256) -> None:
@@ -169,6 +170,6 @@ class MRIResNet(nn.Module):
         self.encoder = ResNet3D(mri_channels, mri_depth, dim)
         self.head = nn.Linear(dim, n_bins)
 
-    def forward(self, wsi: torch.Tensor, other: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``other`` is [(B, C, D, H, W)]; the bag is ignored."""
-        return _survival_outputs(self.head(self.encoder(single_volume(other))))
+    def forward(self, wsi: torch.Tensor, second: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``second`` is [(B, C, D, H, W)]; the bag is ignored."""
+        return _survival_outputs(self.head(self.encoder(single_volume(second))))

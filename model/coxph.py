@@ -23,10 +23,9 @@ from sklearn.decomposition import PCA
 from sksurv.linear_model import CoxnetSurvivalAnalysis, CoxPHSurvivalAnalysis
 from sksurv.util import Surv
 
-from model.data import CohortData
+from model.data import CohortData, Standardizer
 from model.metrics import harrell_c
 from model.train import FoldResult
-from workflow.genomics import Standardizer
 
 MRI_PERCENTILES = (10, 50, 90)
 

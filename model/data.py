@@ -4,27 +4,81 @@ A job reads only the modalities its model uses (``model.registry.uses``). Bags a
 over a patient's slides (as MCAT, DeReF and HDMoE do) and cached in memory, so no step reads the
 disk (the reference reloads every bag at every step). Per fold, fit on that fold's training
 patients only (``fold_patients``): genomic families are standardised per column, and with
-``wsi_standardise`` patch features per dimension over every training patch.
+``wsi_standardise`` patch features per dimension over every training patch (``Standardizer``).
+Each file is read through its format's owner: ``workflow.genomics`` (pathways.h5) and
+``workflow.roi_file`` (roi.h5).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
 
-from model.train import Patient
-from workflow.features.store import read_features
-from workflow.genomics import Standardizer, read_pathways
+from workflow.features.features_file import read_features
+from workflow.genomics import read_pathways
+from workflow.roi_file import read_rois
 
 
 class DataError(ValueError):
     """Training inputs that do not fit together (missing patients, empty bags, mixed encoders)."""
+
+
+@dataclass
+class Patient:
+    """One patient's inputs and outcome: WSI bag (N, D), second-modality tensors, time, censorship.
+
+    ``second`` holds the six genomic family vectors (d_i,), or one MRI volume (C, D, H, W), or
+    nothing; a model that reads no WSI gets an empty (0, 0) bag.
+    """
+
+    patient_id: str
+    bag: torch.Tensor
+    second: list[torch.Tensor]
+    time: float
+    censorship: int
+
+
+class Standardizer:
+    """Per-column z-scores fit on training patients only, applied to any patients of the fold.
+
+    Constant columns get unit scale. ``clip`` bounds extreme z-scores (TCGA RNA-seq has outliers
+    in the thousands); off by default, as in MCAT, DeReF and HDMoE.
+    """
+
+    def __init__(self, clip: float | None = None) -> None:
+        self.clip = clip
+        self.mean_: np.ndarray | None = None
+        self.scale_: np.ndarray | None = None
+
+    def fit(self, train: np.ndarray) -> Standardizer:
+        return self.fit_parts([train])
+
+    def fit_parts(self, parts: Iterable[np.ndarray]) -> Standardizer:
+        """Fit on the rows of several matrices as if stacked (patch bags), in float64 without stacking."""
+        count, total, squares = 0, 0.0, 0.0
+        for part in parts:
+            part = np.asarray(part, np.float64)
+            count, total = count + len(part), total + part.sum(axis=0)
+            squares = squares + np.square(part).sum(axis=0)
+        if count == 0:
+            raise ValueError("Standardizer.fit on no rows")
+        self.mean_ = total / count
+        scale = np.sqrt(np.maximum(squares / count - np.square(self.mean_), 0.0))
+        self.scale_ = np.where(scale > 1e-12 * np.maximum(np.abs(self.mean_), 1.0), scale, 1.0)
+        return self
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        if self.mean_ is None or self.scale_ is None:
+            raise RuntimeError("Standardizer.transform before fit")
+        z = (values - self.mean_) / self.scale_
+        if self.clip is not None:
+            z = np.clip(z, -self.clip, self.clip)
+        return z.astype(np.float32)
 
 
 @dataclass
@@ -93,13 +147,11 @@ def read_families(path: str | os.PathLike[str], patients: Sequence[str]) -> dict
 
 def read_mri(path: str | os.PathLike[str], patients: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """The (patients, C, D, H, W) ROI stack of roi.h5 and its (patients, D, H, W) masks, in ``patients`` order."""
-    with h5py.File(path, "r") as h5:
-        ids = [p.decode() if isinstance(p, bytes) else str(p) for p in h5["patients"][:]]
-        row = {p: i for i, p in enumerate(ids)}
-        missing = [p for p in patients if p not in row]
-        if missing:
-            raise DataError(f"{path}: no MRI ROI for patient(s) {missing[:5]}; rerun the MRI stage")
-        channels, masks = h5["channels"][:], h5["masks"][:]
+    ids, channels, masks = read_rois(path)
+    row = {p: i for i, p in enumerate(ids)}
+    missing = [p for p in patients if p not in row]
+    if missing:
+        raise DataError(f"{path}: no MRI ROI for patient(s) {missing[:5]}; rerun the MRI stage")
     order = [row[p] for p in patients]
     return channels[order].astype(np.float32, copy=False), masks[order].astype(bool, copy=False)
 
@@ -151,15 +203,15 @@ def fold_patients(
             for m in data.families.values()
         ]
 
-        def other(p: str) -> list[torch.Tensor]:
+        def second_of(p: str) -> list[torch.Tensor]:
             return [family[row[p]] for family in scaled]
     elif second == "mri":
 
-        def other(p: str) -> list[torch.Tensor]:
+        def second_of(p: str) -> list[torch.Tensor]:
             return [torch.from_numpy(data.mri[row[p]])]
     else:
 
-        def other(p: str) -> list[torch.Tensor]:
+        def second_of(p: str) -> list[torch.Tensor]:
             return []
 
     bags = data.bags
@@ -171,6 +223,6 @@ def fold_patients(
     def patient(p: str) -> Patient:
         outcome = data.outcomes.loc[p]
         time, censorship = float(outcome["survival_months"]), int(outcome["censorship"])
-        return Patient(p, bags.get(p, empty), other(p), time, censorship)
+        return Patient(p, bags.get(p, empty), second_of(p), time, censorship)
 
     return [patient(p) for p in train_ids], [patient(p) for p in held_ids]

@@ -2,7 +2,7 @@
 
 The default follows the paper's text (Algorithm 1 as written, segment lengths {2, 8, 16, 32, 64},
 gate softmax(W · V_fusion) over N experts, MLPs without a final ReLU). ``DeReFOptions.reference()``
-reproduces the authors' code where it differs, one switch per difference (models.md §1.9):
+reproduces the authors' code where it differs, one switch per difference (docs/models.md §1.9):
 
 - ``rca``: "reference" swaps the vectors of Algorithm 1 and takes one softmax over each full row
   of M before slicing; "paper" softmaxes each sub-block over the summed axis.
@@ -24,13 +24,18 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from model.encoders import init_weights, paired_encoder
+from model.losses import decoupling_loss
 from model.reorganise import reorganise, segment_counts
-from model.survival import risk_score, survival_curve
+from model.survival import SurvivalNetwork, risk_score, survival_curve
+
+if TYPE_CHECKING:
+    from model.train import TrainSettings
 
 
 @dataclass(frozen=True)
@@ -86,8 +91,9 @@ class RegionalCrossAttention(nn.Module):
         self.fc_m, self.fc_p = nn.Linear(d_in, d_out), nn.Linear(d_in, d_out)
         self.reference = reference
 
-    def forward(self, genomic: torch.Tensor, pathology: torch.Tensor) -> torch.Tensor:
-        a, b = self.fc_m(genomic), self.fc_p(pathology)
+    def forward(self, second: torch.Tensor, pathology: torch.Tensor) -> torch.Tensor:
+        """(B, d_in) second-modality and WSI class tokens -> (B, d_out)."""
+        a, b = self.fc_m(second), self.fc_p(pathology)
         c = a.shape[-1]
         x1, x2 = torch.cat([a, b], dim=-1), torch.cat([b, a], dim=-1)
         m = x1.unsqueeze(-1) * x2.unsqueeze(-2)  # (B, 2C, 2C), M_ij = x1_i x2_j
@@ -103,7 +109,7 @@ class RegionalCrossAttention(nn.Module):
         return (out1 + out2) / 2
 
 
-class DeReF(nn.Module):
+class DeReF(SurvivalNetwork):
     """WSI bag + gene families or MRI volume -> per-bin hazards, decoupled features, gate, patch attention.
 
     Give exactly one of ``omic_sizes`` (genomics cohorts) and ``mri_channels`` (MRI cohorts).
@@ -138,17 +144,17 @@ class DeReF(nn.Module):
         self._rng = random.Random(seed)
         self.apply(init_weights)
 
-    def encode(self, wsi: torch.Tensor, other: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def encode(self, wsi: torch.Tensor, second: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """The four decoupled features (B, C2) each, and the WSI encoder's patch attention (B, N).
 
-        "genomic" is the second modality's specific feature, MRI included.
+        "genomic" is the second modality's specific feature, MRI included (the key stays: details files store it).
         """
-        wsi_cls, attention, other_cls = self.encoders(wsi, other)
+        wsi_cls, attention, second_cls = self.encoders(wsi, second)
         return {
-            "genomic": self.genomic_specific(other_cls),
+            "genomic": self.genomic_specific(second_cls),
             "pathology": self.wsi_specific(wsi_cls),
-            "shared": self.shared(other_cls, wsi_cls),
-            "explore": self.explore(other_cls, wsi_cls),
+            "shared": self.shared(second_cls, wsi_cls),
+            "explore": self.explore(second_cls, wsi_cls),
             "attention": attention,
         }
 
@@ -162,9 +168,9 @@ class DeReF(nn.Module):
             weights = torch.softmax(self.gate(fusion), dim=-1)  # (B, N)
         return self.head((outputs * weights.unsqueeze(-1)).flatten(1)), weights
 
-    def forward(self, wsi: torch.Tensor, other: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, wsi: torch.Tensor, second: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """(B, N, wsi_dim) bag and the second modality -> hazards, survival, risk, gate and ``encode``'s outputs."""
-        features = self.encode(wsi, other)
+        features = self.encode(wsi, second)
         decoupled = torch.stack(
             [features["genomic"], features["pathology"], features["shared"], features["explore"]], dim=1
         )
@@ -186,3 +192,9 @@ class DeReF(nn.Module):
     def reseed(self, seed: int) -> None:
         """Reset the generator of segment choices (training and the reference's random test draws)."""
         self._rng = random.Random(seed)
+
+    def auxiliary_loss(self, out: dict[str, torch.Tensor], settings: TrainSettings) -> torch.Tensor:
+        """The decoupling loss L_dis, weighted, with the settings' distance."""
+        return settings.decoupling_weight * decoupling_loss(
+            out["genomic"], out["pathology"], out["shared"], out["explore"], settings.distance
+        )

@@ -213,10 +213,10 @@ class WSIGenomicEncoder(nn.Module):
         self.wsi_encoder = TransMIL(dim, ppeg=True, pad_to_landmarks=nystrom_padding)
         self.genomic_encoder = TransMIL(dim, ppeg=False, pad_to_landmarks=nystrom_padding)
 
-    def forward(self, wsi: torch.Tensor, other: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, wsi: torch.Tensor, second: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, N, wsi_dim) bag and per-family (B, d_i) -> WSI class token, patch attention (B, N), genomic class token."""
         wsi_cls, _, attention = self.wsi_encoder(self.wsi_fc(wsi))
-        genomic_cls, _, _ = self.genomic_encoder(self.genomic_snn(other))
+        genomic_cls, _, _ = self.genomic_encoder(self.genomic_snn(second))
         return wsi_cls, attention, genomic_cls
 
 
@@ -239,18 +239,18 @@ class WSIMRIEncoder(nn.Module):
         self.mri_encoder = ResNet3D(mri_channels, mri_depth, dim)
         self.wsi_encoder = TransMIL(dim, ppeg=True, pad_to_landmarks=nystrom_padding)
 
-    def forward(self, wsi: torch.Tensor, other: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, wsi: torch.Tensor, second: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, N, wsi_dim) bag and [(B, C, D, H, W)] -> WSI class token, patch attention (B, N), MRI embedding."""
         wsi_cls, _, attention = self.wsi_encoder(self.wsi_fc(wsi))
-        return wsi_cls, attention, self.mri_encoder(single_volume(other))
+        return wsi_cls, attention, self.mri_encoder(single_volume(second))
 
 
-def single_volume(other: list[torch.Tensor]) -> torch.Tensor:
+def single_volume(second: list[torch.Tensor]) -> torch.Tensor:
     """The MRI cohorts' second modality: a one-element list holding a (B, C, D, H, W) volume."""
-    if len(other) != 1 or other[0].dim() != 5:
-        shapes = [tuple(t.shape) for t in other]
+    if len(second) != 1 or second[0].dim() != 5:
+        shapes = [tuple(t.shape) for t in second]
         raise ValueError(f"MRI models take [volume of shape (B, C, D, H, W)]; got tensors of shapes {shapes}")
-    return other[0]
+    return second[0]
 
 
 def check_second_modality(omic_sizes: list[int] | None, mri_channels: int | None) -> None:

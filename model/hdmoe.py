@@ -2,7 +2,7 @@
 
 The abstract says: per-modality MoEs with shared and routed experts decouple intra-modality
 information, a second-level MoE decouples inter-modality information, and a random feature
-reorganisation follows each level. The code adds what the abstract does not say (models.md §2):
+reorganisation follows each level. The code adds what the abstract does not say (docs/models.md §2):
 one token per modality at the first level, 8 routed experts with top-1 routing scaled by the
 router probability plus one shared expert, experts Linear-ReLU-Dropout-Linear-ReLU, the
 reorganised first-level features read as 4 tokens for the second level, two linear projections
@@ -14,6 +14,11 @@ At evaluation the authors draw both reorganisations at random; the default here 
 hazards over every pair of choices (deterministic), ``test_rfr="random"`` draws from a seeded
 generator as the reference.
 
+The authors call every routed expert, unselected ones on no tokens: they add nothing to the
+output but get zero gradients rather than none, so Adam's weight decay and momentum move them at
+every step. ``call_every_expert`` reproduces that; off, an expert no token was routed to is
+skipped and stays put.
+
 The second modality is the six gene families (``omic_sizes``) or an MRI volume encoded by a 3D
 ResNet (``mri_channels``, ``mri_depth``), the "genomics/MRI" V1 of the authors' figure.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +36,10 @@ from torch import nn
 
 from model.encoders import init_weights, paired_encoder
 from model.reorganise import reorganise
-from model.survival import risk_score, survival_curve
+from model.survival import SurvivalNetwork, risk_score, survival_curve
+
+if TYPE_CHECKING:
+    from model.train import TrainSettings
 
 FIRST_LEVEL_SEGMENTS = (1, 2, 4, 8, 16, 32, 64, 128)
 SECOND_LEVEL_SEGMENTS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -62,14 +71,25 @@ def _expert(d_in: int, d_out: int) -> nn.Sequential:
 
 
 class SharedRoutedMoE(nn.Module):
-    """Routed experts (top-k, outputs scaled by their router probability) plus one shared expert."""
+    """Routed experts (top-k, outputs scaled by their router probability) plus one shared expert.
 
-    def __init__(self, dim: int, out_dim: int, n_experts: int = 8, top_k: int = 1, shared_expert: bool = True) -> None:
+    ``call_every_expert`` also calls the experts no token was routed to, on no tokens (zero gradients).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int,
+        n_experts: int = 8,
+        top_k: int = 1,
+        shared_expert: bool = True,
+        call_every_expert: bool = False,
+    ) -> None:
         super().__init__()
         self.router = Router(dim, n_experts, top_k)
         self.experts = nn.ModuleList(_expert(dim, out_dim) for _ in range(n_experts))
         self.shared = _expert(dim, out_dim) if shared_expert else None
-        self.out_dim = out_dim
+        self.out_dim, self.call_every_expert = out_dim, call_every_expert
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """tokens (B, T, dim) -> routed (B, T*out), shared (B, T*out), router probabilities (B, T, E), aux."""
@@ -80,19 +100,24 @@ class SharedRoutedMoE(nn.Module):
         for slot in range(index.shape[1]):
             for e, expert in enumerate(self.experts):
                 chosen = index[:, slot] == e
-                if chosen.any():
+                if self.call_every_expert or chosen.any():
                     routed[chosen] = routed[chosen] + weights[chosen, slot, None] * expert(flat[chosen])
         shared = self.shared(flat) if self.shared is not None else torch.zeros_like(routed)
         return routed.reshape(batch, -1), shared.reshape(batch, -1), probs.reshape(batch, n_tokens, -1), aux
 
 
-class HDMoE(nn.Module):
+class HDMoE(SurvivalNetwork):
     """WSI bag + gene families or MRI volume -> per-bin hazards, the features the losses need, patch attention.
 
     Give exactly one of ``omic_sizes`` (genomics cohorts) and ``mri_channels`` (MRI cohorts).
     ``nystrom_padding=False`` gives sequences shorter than the Nyström landmarks exact attention
-    instead of the reference's zero-token padding.
+    instead of the reference's zero-token padding. ``call_every_expert`` is on in the reference
+    preset, as the authors' code, and off in the paper preset: the abstract says nothing of it, and
+    an expert that received no token has no signal, so it should not drift with weight decay and
+    stale momentum.
     """
+
+    BALANCE_WEIGHT = 0.01  # the reference engine's weight of the load-balancing losses
 
     def __init__(
         self,
@@ -109,6 +134,7 @@ class HDMoE(nn.Module):
         mri_channels: int | None = None,
         mri_depth: int = 50,
         nystrom_padding: bool = True,
+        call_every_expert: bool = False,
     ) -> None:
         super().__init__()
         if test_rfr not in ("average", "random"):
@@ -116,9 +142,9 @@ class HDMoE(nn.Module):
         self.encoders = paired_encoder(
             omic_sizes, mri_channels, mri_depth, wsi_dim, dim, nystrom_padding=nystrom_padding
         )
-        self.genomic_moe = SharedRoutedMoE(dim, dim, n_experts, top_k, shared_expert)
-        self.wsi_moe = SharedRoutedMoE(dim, dim, n_experts, top_k, shared_expert)
-        self.fusion_moe = SharedRoutedMoE(dim, dim // 2, n_experts, top_k, shared_expert)
+        self.genomic_moe = SharedRoutedMoE(dim, dim, n_experts, top_k, shared_expert, call_every_expert)
+        self.wsi_moe = SharedRoutedMoE(dim, dim, n_experts, top_k, shared_expert, call_every_expert)
+        self.fusion_moe = SharedRoutedMoE(dim, dim // 2, n_experts, top_k, shared_expert, call_every_expert)
         self.project_specific = nn.Linear(2 * dim, 2 * dim)
         self.project_shared = nn.Linear(2 * dim, 2 * dim)
         self.head = nn.Linear(4 * dim, n_bins)
@@ -133,13 +159,13 @@ class HDMoE(nn.Module):
         logits = self.head(reorganise(fusion, l2))
         return logits, {"inter": inter, "inter_shared": shared, "fusion_router": probs, "aux_fusion": aux}
 
-    def forward(self, wsi: torch.Tensor, other: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, wsi: torch.Tensor, second: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """(B, N, wsi_dim) bag and the second modality -> hazards, survival, risk, patch attention, loss terms.
 
-        The "genomic"/"g_" outputs are the second modality's, MRI included.
+        The "genomic"/"g_" outputs are the second modality's, MRI included (the keys stay: details files store them).
         """
-        wsi_cls, attention, other_cls = self.encoders(wsi, other)
-        g_intra, g_share, g_router, aux_g = self.genomic_moe(other_cls.unsqueeze(1))
+        wsi_cls, attention, second_cls = self.encoders(wsi, second)
+        g_intra, g_share, g_router, aux_g = self.genomic_moe(second_cls.unsqueeze(1))
         p_intra, p_share, p_router, aux_p = self.wsi_moe(wsi_cls.unsqueeze(1))
         first = torch.stack([g_intra, p_intra, g_share, p_share], dim=1)  # (B, 4, dim)
         out = {
@@ -174,18 +200,20 @@ class HDMoE(nn.Module):
         """Reset the generator of reorganisation choices."""
         self._rng = random.Random(seed)
 
+    def auxiliary_loss(self, out: dict[str, torch.Tensor], settings: TrainSettings) -> torch.Tensor:
+        """Alignment + decoupling cosine terms + weighted load balancing (the reference's nll_surv_cos).
 
-def hdmoe_auxiliary_loss(out: dict[str, torch.Tensor], balance_weight: float = 0.01) -> torch.Tensor:
-    """Alignment + decoupling cosine terms + weighted load balancing (the reference's nll_surv_cos)."""
+        Fixed as the authors' code: the settings' decoupling weight and distance are DeReF's.
+        """
 
-    def cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return F.cosine_similarity(a, b, dim=-1, eps=1e-8).mean()
+        def cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return F.cosine_similarity(a, b, dim=-1, eps=1e-8).mean()
 
-    alignment = (1 - cos(out["inter"], out["emb_specific"])) + (1 - cos(out["inter_shared"], out["emb_share"]))
-    decoupling = (
-        cos(out["g_intra"], out["g_share"])
-        + cos(out["p_intra"], out["p_share"])
-        + cos(out["inter"], out["inter_shared"])
-    )
-    balance = out["aux_genomic"] + out["aux_wsi"] + out["aux_fusion"]
-    return alignment + decoupling + balance_weight * balance
+        alignment = (1 - cos(out["inter"], out["emb_specific"])) + (1 - cos(out["inter_shared"], out["emb_share"]))
+        decoupling = (
+            cos(out["g_intra"], out["g_share"])
+            + cos(out["p_intra"], out["p_share"])
+            + cos(out["inter"], out["inter_shared"])
+        )
+        balance = out["aux_genomic"] + out["aux_wsi"] + out["aux_fusion"]
+        return alignment + decoupling + self.BALANCE_WEIGHT * balance

@@ -1,8 +1,9 @@
 """DeReF's decoupling loss: pull shared and explore features to the specific features' midpoint.
 
-L_dis = D(g, sh) + D(p, sh) + D(g, ex) + D(p, ex) + D(sh, ex) - D(g, p) (paper eq. 1). With the
-mean squared error, L_dis = mean[2 (sh - m)² + 2 (ex - m)² + (sh - ex)²] with m = (g + p) / 2, so
-it is never negative and is zero exactly when shared = explore = m.
+L_dis = D(g, sh) + D(p, sh) + D(g, ex) + D(p, ex) + D(sh, ex) - D(g, p) (paper eq. 1), g the second
+modality's specific feature and p the WSI's. With the mean squared error,
+L_dis = mean[2 (sh - m)² + 2 (ex - m)² + (sh - ex)²] with m = (g + p) / 2, so it is never negative
+and is zero exactly when shared = explore = m.
 """
 
 from __future__ import annotations
@@ -28,15 +29,15 @@ DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 
 def decoupling_loss(
-    genomic: torch.Tensor, pathology: torch.Tensor, shared: torch.Tensor, explore: torch.Tensor, distance: str = "mse"
+    second: torch.Tensor, pathology: torch.Tensor, shared: torch.Tensor, explore: torch.Tensor, distance: str = "mse"
 ) -> torch.Tensor:
-    """L_dis for (B, C) specific, shared and explore features."""
+    """L_dis for (B, C) specific (second modality, WSI), shared and explore features."""
     d = DISTANCES[distance]
     return (
-        d(genomic, shared)
+        d(second, shared)
         + d(pathology, shared)
-        + d(genomic, explore)
+        + d(second, explore)
         + d(pathology, explore)
         + d(shared, explore)
-        - d(genomic, pathology)
+        - d(second, pathology)
     )

@@ -1,6 +1,6 @@
 """3D ResNet for the MRI cohorts: the sequences of one tumour ROI (B, C, D, H, W) -> (B, out_dim).
 
-The DeReF paper encodes MRI with a ResNet-50-3D; the authors' code has no MRI branch (models.md
+The DeReF paper encodes MRI with a ResNet-50-3D; the authors' code has no MRI branch (docs/models.md
 §1.9). The residual stages are torchvision's video ResNet (``VideoResNet`` with full 3x3x3
 ``Conv3DSimple`` convolutions, ``BasicBlock`` or ``Bottleneck``); only the stem is ours. It takes
 the MRI sequences as channels and, unlike the video stem, downsamples all three axes (7x7x7

@@ -1,17 +1,18 @@
 """Model names in the config -> classes, with the modalities each needs and its preset handling.
 
 ``preset: paper`` builds DeReF as the paper's text describes it; ``preset: reference`` builds it
-as the authors coded it (``DeReFOptions.reference()``). The preset's training-side differences
+as the authors coded it (``DeReFOptions.reference()``); for HDMoE, ``reference`` also calls every
+routed expert, as the authors' code (``call_every_expert``). The preset's training-side differences
 (LR decay, weighted sampling, cohort-wide bins, random test-time reorganisation) live in
-``model.fold.fold_settings``. In every TransMIL, ``paper`` gives sequences shorter than the Nyström
+``model.config.PRESET_DEFAULTS`` and ``model.fold.fold_settings``. In every TransMIL, ``paper`` gives sequences shorter than the Nyström
 landmarks the exact attention that Nyström approximates; ``reference`` pads them with zero tokens
-as the authors' code does (models.md §1.2). Model classes are imported when built, so the workflow can read this
+as the authors' code does (docs/models.md §1.2). Model classes are imported when built, so the workflow can read this
 registry at parse time without importing torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,7 @@ def _hdmoe(inputs: Inputs, choice: ModelChoice) -> nn.Module:
         test_rfr=choice.rfr(),
         seed=choice.seed,
         nystrom_padding=choice.preset == "reference",
+        call_every_expert=choice.preset == "reference",
         **_second(inputs, choice),
     )
 
@@ -156,6 +158,24 @@ def uses(name: str, modalities: Iterable[str]) -> tuple[str, ...]:
     second = "genomics" if "genomics" in modalities else "mri"
     wanted = {second if m == "second" else m for m in needs}
     return tuple(m for m in MODALITIES if m in wanted)
+
+
+def cohort_models(
+    cohort: str, modalities: Iterable[str], own: Sequence[str] | None, default: Sequence[str]
+) -> list[str]:
+    """The models a cohort trains: its own list, else the global one, kept where its modalities allow.
+
+    A model the cohort lists itself but cannot train is an error; the global list's are skipped.
+    """
+    modalities = set(modalities)
+    wanted = list(own or default)
+    unusable = [m for m in wanted if not applies(m, modalities)]
+    if own and unusable:
+        raise ValueError(
+            f"cohort {cohort}: models {unusable} need modalities it lacks ({sorted(modalities)}); "
+            f"remove them from cohorts.{cohort}.models"
+        )
+    return [m for m in wanted if m not in unusable]
 
 
 def build_model(name: str, inputs: Inputs, choice: ModelChoice) -> nn.Module:

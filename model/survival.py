@@ -2,12 +2,22 @@
 
 As in MCAT, DeReF and HDMoE: hazards are per-bin sigmoid outputs over the bins of ``model.bins``,
 the survival curve is S_k = prod_{j<=k} (1 - h_j), and the risk score is -sum_k S_k. Censorship
-follows the TCGA convention (1 = censored/alive, 0 = event).
+follows the TCGA convention (1 = censored/alive, 0 = event). ``SurvivalNetwork`` is the base of
+every network, so training asks each model for its own loss terms instead of checking its class.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import torch
+from torch import nn
+
+from model.encoders import SNNBlock
+
+if TYPE_CHECKING:
+    from model.train import TrainSettings
 
 
 def nll_survival_loss(
@@ -37,3 +47,23 @@ def survival_curve(hazards: torch.Tensor) -> torch.Tensor:
 def risk_score(hazards: torch.Tensor) -> torch.Tensor:
     """Higher means worse: minus the sum of the survival curve."""
     return -survival_curve(hazards).sum(dim=1)
+
+
+def weight_matrices(modules: Iterable[nn.Module]) -> list[torch.Tensor]:
+    """The trainable weight matrices (not biases or norms) of these modules, in parameter order."""
+    return [p for m in modules for p in m.parameters() if p.ndim >= 2 and p.requires_grad]
+
+
+class SurvivalNetwork(nn.Module):
+    """A network mapping ``forward(wsi, second)`` to hazards, survival and risk, and what training asks of it.
+
+    ``second`` is the list of second-modality tensors: the gene families or one MRI volume.
+    """
+
+    def auxiliary_loss(self, out: dict[str, torch.Tensor], settings: TrainSettings) -> torch.Tensor:
+        """The model's own loss terms besides the survival NLL (none by default)."""
+        return out["hazards"].new_zeros(())
+
+    def genomic_weights(self) -> list[torch.Tensor]:
+        """What the L1 penalty (MCAT's ``lambda_reg``) covers: the weight matrices of every SNN block."""
+        return weight_matrices(m for m in self.modules() if isinstance(m, SNNBlock))

@@ -16,7 +16,9 @@ reference) and the held-out C-index (eval mode). Model selection, never on the h
 each patient's loss divided by the batch size), so bags of any size train together. ``l1`` adds
 MCAT's penalty on the genomic network's weights once per patient inside the accumulation (an
 effective ``batch_size * l1`` per step, as MCAT's SNN recipe). With ``batch_size=1`` and ``l1=0``
-a step is exactly the authors' batch-1 update.
+a step is exactly the authors' batch-1 update. Each model says which weights the penalty covers
+(``genomic_weights``) and what its own loss terms are (``auxiliary_loss``), so the loop never
+asks which model it trains.
 
 Inputs live on the training device for the whole fold and per-step scalars stay there until the
 epoch ends, so a step does no host work besides the optional patch cap.
@@ -34,31 +36,13 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch import nn
 
 from model.bins import assign_bins
-from model.deref import DeReF
-from model.encoders import SNNBlock
-from model.hdmoe import HDMoE, hdmoe_auxiliary_loss
-from model.losses import decoupling_loss
+from model.data import Patient
 from model.metrics import harrell_c
-from model.survival import nll_survival_loss
+from model.survival import SurvivalNetwork, nll_survival_loss
 
 SELECTIONS = ("last", "inner", "ensemble")
 INNER_METRICS = ("loss", "c_index")
 MEMBER_SEED_STRIDE = 100  # ensemble member m of fold k is seeded seed + k + 100 m
-
-
-@dataclass
-class Patient:
-    """One patient's inputs and outcome: WSI bag (N, D), second-modality tensors, time, censorship.
-
-    ``other`` holds the six genomic family vectors (d_i,), or one MRI volume (C, D, H, W), or
-    nothing; a model that reads no WSI gets an empty (0, 0) bag.
-    """
-
-    patient_id: str
-    bag: torch.Tensor
-    other: list[torch.Tensor]
-    time: float
-    censorship: int
 
 
 @dataclass(frozen=True)
@@ -123,30 +107,7 @@ class FoldResult:
         return max(self.selected_epochs)
 
 
-def auxiliary_loss(model: nn.Module, out: dict[str, torch.Tensor], settings: TrainSettings) -> torch.Tensor:
-    """The model's own loss terms besides the survival NLL."""
-    if isinstance(model, DeReF):
-        return settings.decoupling_weight * decoupling_loss(
-            out["genomic"], out["pathology"], out["shared"], out["explore"], settings.distance
-        )
-    if isinstance(model, HDMoE):
-        return hdmoe_auxiliary_loss(out)
-    return out["hazards"].new_zeros(())
-
-
-def genomic_weights(model: nn.Module) -> list[torch.Tensor]:
-    """What the L1 penalty covers: the weight matrices of the genomic network (every SNN block).
-
-    A model that is only a genomic network (the SNN baseline) says so with ``genomic_only = True``
-    and is penalised whole, head included, as MCAT's ``l1_reg_all``.
-    """
-    modules = (
-        [model] if getattr(model, "genomic_only", False) else [m for m in model.modules() if isinstance(m, SNNBlock)]
-    )
-    return [p for m in modules for p in m.parameters() if p.ndim >= 2 and p.requires_grad]
-
-
-def stackable(model: nn.Module, patients: Sequence[Patient]) -> bool:
+def stackable(model: SurvivalNetwork, patients: Sequence[Patient]) -> bool:
     """Whether a step's patients can share one forward pass: no bags (sizes differ) and no batch norm.
 
     Then a window of patients is one batched forward whose mean loss, times the window's share of
@@ -171,7 +132,7 @@ class _OnDevice:
 
     def __init__(self, patients: list[Patient], device: torch.device, max_patches: int | None, seed: int) -> None:
         self.bags = [p.bag.to(device).unsqueeze(0) for p in patients]
-        self.others = [[x.to(device).unsqueeze(0) for x in p.other] for p in patients]
+        self.second = [[x.to(device).unsqueeze(0) for x in p.second] for p in patients]
         self.max_patches, self.seed = max_patches, seed
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
@@ -190,7 +151,7 @@ class _OnDevice:
 
 
 def predict(
-    model: nn.Module,
+    model: SurvivalNetwork,
     patients: list[Patient],
     settings: TrainSettings | None = None,
     on_device: _OnDevice | None = None,
@@ -209,7 +170,7 @@ def predict(
     with torch.no_grad():
         for i, p in enumerate(patients):
             bag, kept = data.bag(i)
-            out = model(bag, data.others[i])
+            out = model(bag, data.second[i])
             row = {"patient_id": p.patient_id, "survival_months": p.time, "censorship": p.censorship}
             row["risk"] = float(out["risk"][0])
             for key, name in (("hazards", "hazard"), ("survival", "survival"), ("gate", "gate")):
@@ -283,11 +244,11 @@ class _Member:
     held: pd.DataFrame
     details: dict[str, dict[str, np.ndarray]]
     state: dict[str, torch.Tensor]
-    model: nn.Module
+    model: SurvivalNetwork
 
 
 def _inner_score(
-    model: nn.Module, inner: list[Patient], data: _OnDevice, edges: np.ndarray, settings: TrainSettings
+    model: SurvivalNetwork, inner: list[Patient], data: _OnDevice, edges: np.ndarray, settings: TrainSettings
 ) -> dict:
     """Inner-split NLL and C-index (eval mode), and the monitored value (higher is better)."""
     table, _ = predict(model, inner, settings, data)
@@ -300,7 +261,7 @@ def _inner_score(
 
 
 def _train_member(
-    model: nn.Module,
+    model: SurvivalNetwork,
     train: list[Patient],
     inner: list[Patient],
     held_out: list[Patient],
@@ -319,7 +280,7 @@ def _train_member(
         weight_decay=settings.weight_decay,
         fused=True,
     )
-    penalised = genomic_weights(model) if settings.l1 > 0 else []
+    penalised = model.genomic_weights() if settings.l1 > 0 else []
     times = np.array([p.time for p in train])
     censorship = np.array([p.censorship for p in train], dtype=np.int64)
     bins = assign_bins(times, edges)
@@ -345,20 +306,21 @@ def _train_member(
         for start in range(0, len(order), settings.batch_size):
             window = order[start : start + settings.batch_size]
             if stacked:  # one forward over the window: the same summed loss as per-patient accumulation
-                others = [torch.cat(parts) for parts in zip(*(data.others[i] for i in window), strict=True)]
+                second = [torch.cat(parts) for parts in zip(*(data.second[i] for i in window), strict=True)]
                 rows = torch.as_tensor(window, device=device)
-                out = model(empty_bag, others)
+                out = model(empty_bag, second)
                 loss = nll_survival_loss(out["hazards"], bins_t[rows], censorship_t[rows], settings.nll_alpha)
+                loss = loss + model.auxiliary_loss(out, settings)
                 (loss * len(window) / settings.batch_size).backward()
                 losses.append(loss.detach().expand(len(window)))
                 risks.append(out["risk"].detach())
             else:
                 for i in window:
-                    out = model(data.bag(i)[0], data.others[i])
+                    out = model(data.bag(i)[0], data.second[i])
                     loss = nll_survival_loss(
                         out["hazards"], bins_t[i : i + 1], censorship_t[i : i + 1], settings.nll_alpha
                     )
-                    loss = loss + auxiliary_loss(model, out, settings)
+                    loss = loss + model.auxiliary_loss(out, settings)
                     (loss / settings.batch_size).backward()
                     losses.append(loss.detach().view(1))
                     risks.append(out["risk"].detach())
@@ -394,14 +356,14 @@ def _train_member(
     return _Member(log, held_per_epoch, chosen[0], chosen[1], chosen[2], chosen[3], model)
 
 
-def train_fold(
-    build: Callable[[int], nn.Module],
+def train_network(
+    build: Callable[[int], SurvivalNetwork],
     train: list[Patient],
     held_out: list[Patient],
     edges: np.ndarray,
     settings: TrainSettings,
 ) -> FoldResult:
-    """Train on ``train`` as ``settings.selection`` says; predict ``held_out`` after every epoch.
+    """Train a network (an ensemble for ``selection: ensemble``) on ``train``; predict ``held_out`` every epoch.
 
     ``build(offset)`` returns a fresh network seeded ``settings.seed + offset`` (offset 0 for a
     single model, 100 m for ensemble member m).

@@ -5,7 +5,7 @@ rule inventory_slides:
     input:
         get_slide_files,
     output:
-        "results/{cohort}/slides/inventory.tsv",
+        INVENTORY,
     log:
         "logs/inventory_slides/{cohort}.log",
     conda:

@@ -1,7 +1,7 @@
-# Config and sheet loading, validation, wildcard constraints and input functions (no rules here).
-import hashlib
+# Config and sheet loading, validation, wildcard constraints, results paths and input functions (no rules here).
 import re
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -9,37 +9,77 @@ from snakemake.utils import validate
 # Scripts and this file import the repository's own libraries (workflow/, model/).
 sys.path.insert(0, workflow.basedir)
 
-from model.registry import MODELS, applies, uses
+from model.config import training_config
+from model.fold_outputs import FILES as FOLD_FILES
+from model.registry import MODELS, cohort_models, uses
 from workflow.cohort import load_cohorts
-from workflow.demo.design import demo_root
+from workflow.sources import code_hash, import_closure
 
 validate(config, schema="../config/schemas/config.schema.yaml")
-COHORTS = load_cohorts(config)
+TRAINING = training_config(config["training"])
+COHORTS = load_cohorts(config["cohorts"], TRAINING)
 DEMO_COHORTS = [name for name, c in COHORTS.items() if c.demo is not None]
 ENCODER = config["features"]["encoder"]
-FOLDS = list(range(config["training"]["folds"]))
-
-
-def _cohort_models(name):
-    """The models trained on a cohort: its own list, else the global one, kept where they apply."""
-    wanted = config["cohorts"][name].get("models") or config["training"]["models"]
-    modalities = set(COHORTS[name].modalities)
-    unusable = [m for m in wanted if not applies(m, modalities)]
-    if config["cohorts"][name].get("models") and unusable:
-        raise ValueError(
-            f"cohort {name}: models {unusable} need modalities it lacks ({sorted(modalities)}); "
-            f"remove them from cohorts.{name}.models"
-        )
-    return [m for m in wanted if m not in unusable]
-
-
-COHORT_MODELS = {name: _cohort_models(name) for name in COHORTS}
-# Training reruns when the model code changes (a params value; Snakemake only watches scripts).
-MODEL_CODE = hashlib.sha256(
-    b"".join(
-        p.read_bytes() for p in sorted(Path(workflow.basedir, "model").glob("*.py"))
+FOLDS = list(range(TRAINING.folds))
+COHORT_MODELS = {
+    name: cohort_models(
+        name, cohort.modalities, config["cohorts"][name].get("models"), TRAINING.models
     )
-).hexdigest()[:16]
+    for name, cohort in COHORTS.items()
+}
+# Training reruns when library code its script imports changes (a params value: Snakemake
+# watches the script, not its imports).
+TRAINING_CODE = code_hash(
+    import_closure(Path(workflow.basedir, "scripts", "train_fold.py"), workflow.basedir)
+)
+
+# Results paths, each written once: rules name them as outputs, input functions fill them in.
+INVENTORY = "results/{cohort}/slides/inventory.tsv"
+PATCHES = "results/{cohort}/patches/{slide}.h5"
+TILING_SUMMARY = "results/{cohort}/patches/tiling_summary.tsv"
+FEATURES = "results/{cohort}/features/{encoder}/{slide}.h5"
+FEATURES_SUMMARY = "results/{cohort}/features/{encoder}/features_summary.tsv"
+CLAM_PT = "results/{cohort}/features/{encoder}/pt_files/{slide}.pt"
+PATHWAYS = "results/{cohort}/genomics/pathways.h5"
+FAMILIES = "results/{cohort}/genomics/families.tsv"
+PATIENT_ROI = "results/{cohort}/mri/patients/{patient}.h5"
+MRI_QC = "results/{cohort}/mri/qc/{patient}.png"
+ROI = "results/{cohort}/mri/roi.h5"
+SPLIT = "results/{cohort}/splits/splits_{fold}.csv"
+# the train_fold rule's outputs, named as model.fold_outputs writes them
+FOLD_OUTPUTS = {
+    key: f"results/{{cohort}}/models/{{model}}/fold_{{fold}}/{name}"
+    for key, name in FOLD_FILES.items()
+}
+# the evaluate_model rule's outputs
+EVALUATION = {
+    key: f"results/{{cohort}}/evaluation/{{model}}/{name}"
+    for key, name in (
+        ("cindex", "cindex.tsv"),
+        ("oof", "oof_predictions.tsv"),
+        ("metrics", "metrics.tsv"),
+        ("km_stats", "km.tsv"),
+        ("km_png", "km.png"),
+        ("km_pdf", "km.pdf"),
+        ("km_paper_png", "km_paper.png"),
+        ("km_paper_pdf", "km_paper.pdf"),
+        ("curves_png", "cindex_curves.png"),
+        ("curves_pdf", "cindex_curves.pdf"),
+    )
+}
+EVALUATION_FIGURES = (
+    "km_png",
+    "km_pdf",
+    "km_paper_png",
+    "km_paper_pdf",
+    "curves_png",
+    "curves_pdf",
+)
+COMPARISON = "results/{cohort}/evaluation/comparison.tsv"
+SUMMARY_TABLE = {
+    "tsv": "results/evaluation/table.tsv",
+    "md": "results/evaluation/table.md",
+}
 
 
 def _alternatives(ids):
@@ -58,16 +98,7 @@ wildcard_constraints:
 
 def get_demo_outputs(cohort):
     """Every file the demo_cohort rule makes for one demo cohort."""
-    c = COHORTS[cohort]
-    root = demo_root(cohort)
-    files = [f"{root}/truth.tsv"]
-    if "wsi" in c.modalities:
-        files += [f"{root}/slides.tsv", *c.slides["path"]]
-    if "genomics" in c.modalities:
-        files += [c.genomics["table"], c.genomics["signatures"]]
-    if c.mri is not None:
-        files += sorted(set(c.mri["image"]) | set(c.mri["mask"]))
-    return files
+    return list(COHORTS[cohort].demo.files)
 
 
 def get_demo_files():
@@ -112,22 +143,19 @@ def get_slide_mpp(wildcards):
 
 def get_patch_files(wildcards):
     """Coordinates files of all slides of a cohort."""
-    return [
-        f"results/{wildcards.cohort}/patches/{s}.h5"
-        for s in COHORTS[wildcards.cohort].slide_ids
-    ]
+    return expand(
+        PATCHES, cohort=wildcards.cohort, slide=COHORTS[wildcards.cohort].slide_ids
+    )
 
 
-def _features_file(cohort, slide):
-    """A slide's features file for the configured encoder (the only one {encoder} matches)."""
-    return f"results/{cohort}/features/{ENCODER}/{slide}.h5"
+def _features_files(cohort, slides):
+    """The slides' features files for the configured encoder (the only one {encoder} matches)."""
+    return expand(FEATURES, cohort=cohort, encoder=ENCODER, slide=slides)
 
 
 def get_feature_files(wildcards):
     """Features files of all slides of a cohort for the configured encoder."""
-    return [
-        _features_file(wildcards.cohort, s) for s in COHORTS[wildcards.cohort].slide_ids
-    ]
+    return _features_files(wildcards.cohort, COHORTS[wildcards.cohort].slide_ids)
 
 
 def get_weights_file(wildcards):
@@ -195,10 +223,11 @@ def get_mri_sequences(wildcards):
 
 def get_mri_patient_rois(wildcards):
     """Per-patient ROI files of a cohort, in patient order."""
-    return [
-        f"results/{wildcards.cohort}/mri/patients/{p}.h5"
-        for p in COHORTS[wildcards.cohort].patient_ids
-    ]
+    return expand(
+        PATIENT_ROI,
+        cohort=wildcards.cohort,
+        patient=COHORTS[wildcards.cohort].patient_ids,
+    )
 
 
 def _model_modalities(wildcards):
@@ -206,18 +235,31 @@ def _model_modalities(wildcards):
     return uses(wildcards.model, COHORTS[wildcards.cohort].modalities)
 
 
+def get_patient_slides(wildcards):
+    """patient -> slide IDs in slides.tsv order; {} unless the model reads WSI."""
+    if "wsi" not in _model_modalities(wildcards):
+        return {}
+    slides = _slides(wildcards)
+    mapping = {}
+    for slide, patient in zip(slides.index, slides["patient_id"]):
+        mapping.setdefault(patient, []).append(slide)
+    return mapping
+
+
 def get_training_inputs(wildcards):
     """A training job's inputs: those of the modalities its model reads, [] for the others.
 
     So a genomics-only model neither waits for slide features nor reruns when they change.
-    Each is a list (of one file for genomics and mri) so that scripts read them alike.
+    wsi: the features files of get_patient_slides' slides, in its order (patients, then slides);
+    genomics and mri: a list of one file, so that scripts read them alike.
     """
     used = _model_modalities(wildcards)
-    root = f"results/{wildcards.cohort}"
+    slides = [s for ids in get_patient_slides(wildcards).values() for s in ids]
+    cohort = wildcards.cohort
     return {
-        "wsi": get_feature_files(wildcards) if "wsi" in used else [],
-        "genomics": [f"{root}/genomics/pathways.h5"] if "genomics" in used else [],
-        "mri": [f"{root}/mri/roi.h5"] if "mri" in used else [],
+        "wsi": _features_files(cohort, slides),
+        "genomics": [PATHWAYS.format(cohort=cohort)] if "genomics" in used else [],
+        "mri": [ROI.format(cohort=cohort)] if "mri" in used else [],
     }
 
 
@@ -234,19 +276,6 @@ def get_outcomes(wildcards):
     ]
 
 
-def get_patient_slides(wildcards):
-    """patient -> [[slide_id, features file], ...] in slides.tsv order; {} unless the model reads WSI."""
-    if "wsi" not in _model_modalities(wildcards):
-        return {}
-    slides = _slides(wildcards)
-    mapping = {}
-    for slide, patient in zip(slides.index, slides["patient_id"]):
-        mapping.setdefault(patient, []).append(
-            [slide, _features_file(wildcards.cohort, slide)]
-        )
-    return mapping
-
-
 def get_splits_dir(wildcards):
     """The cohort's MCAT splits folder, or None for stratified folds."""
     return config["cohorts"][wildcards.cohort].get("splits")
@@ -258,27 +287,26 @@ def get_split_files(wildcards):
     return [f"{folder}/splits_{k}.csv" for k in FOLDS] if folder else []
 
 
-def get_fold_predictions(wildcards):
-    """Per-fold outputs of one model on one cohort, for the evaluation."""
-    root = f"results/{wildcards.cohort}/models/{wildcards.model}"
+def get_fold_outputs(wildcards):
+    """The fold outputs the evaluation reads, for every fold of one model on one cohort."""
     return {
-        kind: [f"{root}/fold_{k}/{name}" for k in FOLDS]
-        for kind, name in (
-            ("honest", "predictions.tsv"),
-            ("best_epoch", "predictions_best_epoch.tsv"),
-            ("train", "predictions_train.tsv"),
-            ("meta", "fold.json"),
-            ("logs", "log.tsv"),
+        key: expand(
+            FOLD_OUTPUTS[key],
+            cohort=wildcards.cohort,
+            model=wildcards.model,
+            fold=FOLDS,
         )
+        for key in ("predictions", "best_epoch", "predictions_train", "meta", "log")
     }
 
 
 def get_cohort_oof(wildcards):
     """The pooled honest out-of-fold predictions of every model trained on a cohort."""
-    return [
-        f"results/{wildcards.cohort}/evaluation/{model}/oof_predictions.tsv"
-        for model in COHORT_MODELS[wildcards.cohort]
-    ]
+    return expand(
+        EVALUATION["oof"],
+        cohort=wildcards.cohort,
+        model=COHORT_MODELS[wildcards.cohort],
+    )
 
 
 def get_training_memory(wildcards, input):
@@ -289,7 +317,7 @@ def get_training_memory(wildcards, input):
 def get_evaluations():
     """The per-model metric tables of every cohort."""
     return [
-        f"results/{name}/evaluation/{model}/metrics.tsv"
+        EVALUATION["metrics"].format(cohort=name, model=model)
         for name in COHORTS
         for model in COHORT_MODELS[name]
     ]
@@ -297,53 +325,40 @@ def get_evaluations():
 
 def get_comparisons():
     """The model comparison table of every cohort that trains a model."""
-    return [
-        f"results/{name}/evaluation/comparison.tsv"
-        for name in COHORTS
-        if COHORT_MODELS[name]
-    ]
+    return [COMPARISON.format(cohort=name) for name in COHORTS if COHORT_MODELS[name]]
 
 
 def get_figures():
     """Every result figure and table: KM curves (both splits), C-index curves, the summary table."""
-    files = ["results/evaluation/table.tsv", "results/evaluation/table.md"]
+    files = list(SUMMARY_TABLE.values())
     for name in COHORTS:
         for model in COHORT_MODELS[name]:
-            root = f"results/{name}/evaluation/{model}"
             files += [
-                f"{root}/{km}.{ext}"
-                for km in ("km", "km_paper")
-                for ext in ("png", "pdf")
+                EVALUATION[key].format(cohort=name, model=model)
+                for key in EVALUATION_FIGURES
             ]
-            files += [f"{root}/cindex_curves.{ext}" for ext in ("png", "pdf")]
     return files
 
 
 def get_final_output():
     """Default targets: what the implemented stages yield for every cohort."""
     targets = []
-    for name in COHORTS:
-        if "wsi" in COHORTS[name].modalities:
+    for name, cohort in COHORTS.items():
+        if "wsi" in cohort.modalities:
             targets += [
-                f"results/{name}/slides/inventory.tsv",
-                f"results/{name}/patches/tiling_summary.tsv",
-                f"results/{name}/features/{ENCODER}/features_summary.tsv",
+                INVENTORY.format(cohort=name),
+                TILING_SUMMARY.format(cohort=name),
+                FEATURES_SUMMARY.format(cohort=name, encoder=ENCODER),
             ]
-        if "genomics" in COHORTS[name].modalities:
-            targets += [
-                f"results/{name}/genomics/pathways.h5",
-                f"results/{name}/genomics/families.tsv",
-            ]
-        if "mri" in COHORTS[name].modalities:
-            targets.append(f"results/{name}/mri/roi.h5")
-            targets += [
-                f"results/{name}/mri/qc/{p}.png" for p in COHORTS[name].patient_ids
-            ]
+        if "genomics" in cohort.modalities:
+            targets += [PATHWAYS.format(cohort=name), FAMILIES.format(cohort=name)]
+        if "mri" in cohort.modalities:
+            targets.append(ROI.format(cohort=name))
+            targets += expand(MRI_QC, cohort=name, patient=cohort.patient_ids)
         if config["features"]["write_clam_pt"]:
-            targets += [
-                f"results/{name}/features/{ENCODER}/pt_files/{s}.pt"
-                for s in COHORTS[name].slide_ids
-            ]
+            targets += expand(
+                CLAM_PT, cohort=name, encoder=ENCODER, slide=cohort.slide_ids
+            )
     for name in DEMO_COHORTS:
         targets += get_demo_outputs(name)
     return targets + get_figures()

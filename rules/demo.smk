@@ -16,7 +16,7 @@ if DEMO_COHORTS:
             mem_mb=4000,
         params:
             # each demo block with the cohort's modalities: what to generate
-            demos={name: asdict(COHORTS[name].demo) for name in DEMO_COHORTS},
+            demos={name: asdict(COHORTS[name].demo.spec) for name in DEMO_COHORTS},
         script:
             "../scripts/demo_cohort.py"
 

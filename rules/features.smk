@@ -4,10 +4,10 @@ if lookup(dpath="features/import_clam", within=config):
 
     rule import_clam_features:
         input:
-            coords="results/{cohort}/patches/{slide}.h5",
+            coords=PATCHES,
             clam=get_clam_features_file,
         output:
-            "results/{cohort}/features/{encoder}/{slide}.h5",
+            FEATURES,
         log:
             "logs/import_clam_features/{cohort}/{encoder}/{slide}.log",
         conda:
@@ -22,11 +22,11 @@ else:
 
     rule extract_features:
         input:
-            coords="results/{cohort}/patches/{slide}.h5",
+            coords=PATCHES,
             slide=get_slide_path,
             weights=get_weights_file,
         output:
-            "results/{cohort}/features/{encoder}/{slide}.h5",
+            FEATURES,
         log:
             "logs/extract_features/{cohort}/{encoder}/{slide}.log",
         benchmark:
@@ -47,9 +47,9 @@ else:
 
 rule export_clam_pt:
     input:
-        "results/{cohort}/features/{encoder}/{slide}.h5",
+        FEATURES,
     output:
-        "results/{cohort}/features/{encoder}/pt_files/{slide}.pt",
+        CLAM_PT,
     log:
         "logs/export_clam_pt/{cohort}/{encoder}/{slide}.log",
     conda:
@@ -66,8 +66,8 @@ rule summarize_features:
         get_feature_files,
     output:
         report(
-            "results/{cohort}/features/{encoder}/features_summary.tsv",
-            caption="../workflow/report/features_summary.rst",
+            FEATURES_SUMMARY,
+            caption="../report/features_summary.rst",
             category="Features",
             labels={"cohort": "{cohort}", "encoder": "{encoder}"},
         ),

@@ -6,10 +6,10 @@ rule build_pathways:
         table=get_genomics_table,
         signatures=get_signatures,
     output:
-        h5="results/{cohort}/genomics/pathways.h5",
+        h5=PATHWAYS,
         families=report(
-            "results/{cohort}/genomics/families.tsv",
-            caption="../workflow/report/families.rst",
+            FAMILIES,
+            caption="../report/families.rst",
             category="Genomics",
             labels={"cohort": "{cohort}"},
         ),

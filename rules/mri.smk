@@ -5,8 +5,8 @@ rule crop_mri:
     input:
         get_mri_files,
     output:
-        h5="results/{cohort}/mri/patients/{patient}.h5",
-        qc="results/{cohort}/mri/qc/{patient}.png",
+        h5=PATIENT_ROI,
+        qc=MRI_QC,
     log:
         "logs/crop_mri/{cohort}/{patient}.log",
     conda:
@@ -27,7 +27,7 @@ rule gather_mri:
     input:
         get_mri_patient_rois,
     output:
-        "results/{cohort}/mri/roi.h5",
+        ROI,
     log:
         "logs/gather_mri/{cohort}.log",
     conda:

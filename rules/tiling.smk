@@ -5,7 +5,7 @@ rule tile_slide:
     input:
         slide=get_slide_path,
     output:
-        coords="results/{cohort}/patches/{slide}.h5",
+        coords=PATCHES,
         contours="results/{cohort}/patches/contours/{slide}.geojson",
         mask="results/{cohort}/patches/qc/{slide}.mask.jpg",
         grid="results/{cohort}/patches/qc/{slide}.grid.jpg",
@@ -33,8 +33,8 @@ rule summarize_tiling:
         get_patch_files,
     output:
         report(
-            "results/{cohort}/patches/tiling_summary.tsv",
-            caption="../workflow/report/tiling_summary.rst",
+            TILING_SUMMARY,
+            caption="../report/tiling_summary.rst",
             category="Tiling",
             labels={"cohort": "{cohort}"},
         ),

@@ -6,7 +6,7 @@ rule make_splits:
     input:
         get_split_files,
     output:
-        expand("results/{{cohort}}/splits/splits_{fold}.csv", fold=FOLDS),
+        expand(SPLIT, fold=FOLDS, allow_missing=True),
     log:
         "logs/make_splits/{cohort}.log",
     conda:
@@ -17,7 +17,8 @@ rule make_splits:
     params:
         outcomes=get_outcomes,
         splits_dir=get_splits_dir,
-        training=lookup(dpath="training", within=config),
+        seed=TRAINING.seed,
+        n_bins=TRAINING.n_bins,
     script:
         "../scripts/make_splits.py"
 
@@ -26,45 +27,40 @@ rule train_fold:
     input:
         # wsi (features files), genomics, mri: only the modalities the model reads
         unpack(get_training_inputs),
-        split="results/{cohort}/splits/splits_{fold}.csv",
+        split=SPLIT,
     output:
-        weights="results/{cohort}/models/{model}/fold_{fold}/weights.safetensors",
-        predictions="results/{cohort}/models/{model}/fold_{fold}/predictions.tsv",
-        predictions_train="results/{cohort}/models/{model}/fold_{fold}/predictions_train.tsv",
-        best_epoch="results/{cohort}/models/{model}/fold_{fold}/predictions_best_epoch.tsv",
-        details="results/{cohort}/models/{model}/fold_{fold}/details.h5",
-        epochs="results/{cohort}/models/{model}/fold_{fold}/log.tsv",
-        meta="results/{cohort}/models/{model}/fold_{fold}/fold.json",
+        # one per key of model.fold_outputs.FILES: weights, predictions, ..., meta
+        **FOLD_OUTPUTS,
     log:
         "logs/train_fold/{cohort}/{model}/fold_{fold}.log",
     benchmark:
         "benchmarks/train_fold/{cohort}/{model}/fold_{fold}.tsv"
     conda:
         "../envs/torch.yaml"
-    threads: lookup(dpath="training/threads", within=config)
+    threads: TRAINING.threads
     resources:
         mem_mb=get_training_memory,
         gpu=1,
     params:
         outcomes=get_outcomes,
         slides=get_patient_slides,
-        training=lookup(dpath="training", within=config),
-        model_code=MODEL_CODE,
+        training=asdict(TRAINING),
+        code=TRAINING_CODE,
     script:
         "../scripts/train_fold.py"
 
 
 rule evaluate_model:
     input:
-        unpack(get_fold_predictions),
+        unpack(get_fold_outputs),
     output:
-        cindex="results/{cohort}/evaluation/{model}/cindex.tsv",
-        oof="results/{cohort}/evaluation/{model}/oof_predictions.tsv",
-        metrics="results/{cohort}/evaluation/{model}/metrics.tsv",
-        km_stats="results/{cohort}/evaluation/{model}/km.tsv",
+        cindex=EVALUATION["cindex"],
+        oof=EVALUATION["oof"],
+        metrics=EVALUATION["metrics"],
+        km_stats=EVALUATION["km_stats"],
         km_png=report(
-            "results/{cohort}/evaluation/{model}/km.png",
-            caption="../workflow/report/km.rst",
+            EVALUATION["km_png"],
+            caption="../report/km.rst",
             category="Kaplan-Meier",
             labels={
                 "cohort": "{cohort}",
@@ -72,21 +68,21 @@ rule evaluate_model:
                 "split": "training median",
             },
         ),
-        km_pdf="results/{cohort}/evaluation/{model}/km.pdf",
+        km_pdf=EVALUATION["km_pdf"],
         km_paper_png=report(
-            "results/{cohort}/evaluation/{model}/km_paper.png",
-            caption="../workflow/report/km_paper.rst",
+            EVALUATION["km_paper_png"],
+            caption="../report/km_paper.rst",
             category="Kaplan-Meier",
             labels={"cohort": "{cohort}", "model": "{model}", "split": "paper"},
         ),
-        km_paper_pdf="results/{cohort}/evaluation/{model}/km_paper.pdf",
+        km_paper_pdf=EVALUATION["km_paper_pdf"],
         curves_png=report(
-            "results/{cohort}/evaluation/{model}/cindex_curves.png",
-            caption="../workflow/report/cindex_curves.rst",
+            EVALUATION["curves_png"],
+            caption="../report/cindex_curves.rst",
             category="Training curves",
             labels={"cohort": "{cohort}", "model": "{model}"},
         ),
-        curves_pdf="results/{cohort}/evaluation/{model}/cindex_curves.pdf",
+        curves_pdf=EVALUATION["curves_pdf"],
     log:
         "logs/evaluate_model/{cohort}/{model}.log",
     conda:
@@ -104,7 +100,7 @@ rule compare_models:
     input:
         get_cohort_oof,
     output:
-        "results/{cohort}/evaluation/comparison.tsv",
+        COMPARISON,
     log:
         "logs/compare_models/{cohort}.log",
     conda:
@@ -124,11 +120,11 @@ rule summary_table:
         comparisons=get_comparisons(),
     output:
         tsv=report(
-            "results/evaluation/table.tsv",
-            caption="../workflow/report/table.rst",
+            SUMMARY_TABLE["tsv"],
+            caption="../report/table.rst",
             category="C-index",
         ),
-        md="results/evaluation/table.md",
+        md=SUMMARY_TABLE["md"],
     log:
         "logs/summary_table.log",
     conda:

@@ -9,7 +9,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from workflow.logs import log_to_file
-from workflow.mri import crop_patient, qc_picture, roi_settings, write_patient_roi
+from workflow.mri import crop_patient, qc_picture, roi_settings
+from workflow.roi_file import write_patient_roi
 
 log = log_to_file(snakemake.log[0])
 patient, sequences = snakemake.wildcards.patient, list(snakemake.params.sequences)

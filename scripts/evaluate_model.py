@@ -1,10 +1,10 @@
 """The metric panel per fold and protocol, risk groups and their KM curves, C-index curves of one model.
 
-input: honest, best_epoch, train, meta, logs (one file per fold each); output: cindex, oof, metrics,
-km_stats, km_png, km_pdf, km_paper_png, km_paper_pdf, curves_png, curves_pdf; params: evaluation
+input: predictions, best_epoch, predictions_train, meta, log (one file per fold each, see
+model.fold_outputs); output: cindex, oof, metrics, km_stats, km_png, km_pdf, km_paper_png,
+km_paper_pdf, curves_png, curves_pdf; params: evaluation
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from model.evaluate import (
     training_quantiles,
     truncation_time,
 )
+from model.fold_outputs import read_bin_edges, read_log, read_predictions
 from model.metrics import NotComputable
 from workflow.io import write_tsv
 from workflow.logs import log_to_file
@@ -37,9 +38,10 @@ from workflow.plots import cindex_curves, km_figure
 log = log_to_file(snakemake.log[0])
 cohort, model = snakemake.wildcards.cohort, snakemake.wildcards.model
 settings = EvaluationSettings(**snakemake.params.evaluation)
-read = lambda paths: [pd.read_csv(p, sep="\t", dtype={"patient_id": str}) for p in paths]  # noqa: E731
-honest, best_epoch, train = read(snakemake.input.honest), read(snakemake.input.best_epoch), read(snakemake.input.train)
-edges = [np.asarray(json.loads(Path(p).read_text())["bin_edges"], float) for p in snakemake.input.meta]
+honest = [read_predictions(p) for p in snakemake.input.predictions]
+best_epoch = [read_predictions(p) for p in snakemake.input.best_epoch]
+train = [read_predictions(p) for p in snakemake.input.predictions_train]
+edges = [read_bin_edges(p) for p in snakemake.input.meta]
 
 cindex = fold_cindex({"honest": honest, "best_epoch": best_epoch})
 write_tsv(cindex.assign(cohort=cohort, model=model), snakemake.output.cindex)
@@ -84,5 +86,7 @@ for split, km in splits.items():
     title = f"{model}, {cohort}: pooled out-of-fold risk\n{SPLITS[split]}"
     km_figure(km_curves(km), title, km.p_value, figures[split])
 cindex_curves(
-    read(snakemake.input.logs), f"{model}, {cohort}", [snakemake.output.curves_png, snakemake.output.curves_pdf]
+    [read_log(p) for p in snakemake.input.log],
+    f"{model}, {cohort}",
+    [snakemake.output.curves_png, snakemake.output.curves_pdf],
 )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from workflow.features.extract import write_clam_pt
+from workflow.features.clam import write_clam_pt
 from workflow.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])

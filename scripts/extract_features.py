@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from workflow.features.device import claim_device
+from workflow.device import claim_device
 from workflow.features.encoders import encoder_spec, load_encoder
 from workflow.features.extract import FeatureSettings, extract_slide
 from workflow.logs import log_to_file

@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from workflow.logs import log_to_file
-from workflow.mri import gather_rois
+from workflow.roi_file import gather_rois
 
 log = log_to_file(snakemake.log[0])
 n = gather_rois(snakemake.input, snakemake.output[0], {"cohort": snakemake.wildcards.cohort})

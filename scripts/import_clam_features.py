@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from workflow.features.clam_import import import_clam
+from workflow.features.clam import import_clam
 from workflow.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])

@@ -1,6 +1,6 @@
 """Write a cohort's cross-validation splits in MCAT's splits_k.csv format (given ones are checked).
 
-params: outcomes, splits_dir, training; output: one file per fold
+params: outcomes, splits_dir, seed, n_bins; output: one file per fold
 """
 
 import sys
@@ -14,9 +14,10 @@ from model.splits import cohort_splits, write_mcat_split
 from workflow.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
-cfg = snakemake.params.training
 outcomes = pd.DataFrame(snakemake.params.outcomes).set_index("patient_id")
-splits = cohort_splits(outcomes, len(snakemake.output), cfg["seed"], cfg["n_bins"], snakemake.params.splits_dir)
+splits = cohort_splits(
+    outcomes, len(snakemake.output), snakemake.params.seed, snakemake.params.n_bins, snakemake.params.splits_dir
+)
 for path, (train, held_out) in zip(snakemake.output, splits, strict=True):
     write_mcat_split(path, train, held_out)
     events = int((outcomes.loc[held_out, "censorship"] == 0).sum())

@@ -1,7 +1,8 @@
 """Train one model on one cross-validation fold and write its weights, predictions and logs.
 
-input: wsi, genomics, mri (each empty unless the model uses it), split; output: weights,
-predictions, predictions_train, best_epoch, details, epochs, meta; params: outcomes, slides, training
+input: wsi, genomics, mri (each empty unless the model uses it), split; output: the keys of
+model.fold_outputs.FILES; params: outcomes, slides (patient -> slide IDs, the order of input.wsi),
+training (model.config.TrainingConfig as a dict)
 """
 
 import gc
@@ -13,8 +14,10 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 import pandas as pd
 import torch
 
+from model.config import training_config
 from model.data import load_cohort_data
-from model.fold import run_fold, training_device, write_fold_outputs
+from model.fold import train_model, training_device
+from model.fold_outputs import FILES, write_fold_outputs
 from model.splits import read_mcat_split
 from workflow.logs import log_to_file
 
@@ -22,36 +25,26 @@ from workflow.logs import log_to_file
 # saves about 1 s of interpreter exit per job (measured with torch and timm loaded).
 gc.freeze()
 log = log_to_file(snakemake.log[0])
-cfg = snakemake.params.training
+training = training_config(snakemake.params.training)
 torch.set_num_threads(snakemake.threads)
 outcomes = pd.DataFrame(snakemake.params.outcomes).set_index("patient_id")
+features = iter(snakemake.input.wsi)  # the features files of params.slides, in its order
+slides = {patient: [(slide, next(features)) for slide in ids] for patient, ids in snakemake.params.slides.items()}
 single = lambda files: files[0] if files else None  # noqa: E731
 data = load_cohort_data(
-    outcomes,
-    slides=snakemake.params.slides or None,
-    genomics=single(snakemake.input.genomics),
-    mri=single(snakemake.input.mri),
+    outcomes, slides=slides or None, genomics=single(snakemake.input.genomics), mri=single(snakemake.input.mri)
 )
 train, held_out = read_mcat_split(snakemake.input.split)
-with training_device(cfg["device"]) as device:
+with training_device(training.device) as device:
     log.info(
         "%s, fold %s on %s, reading %s", snakemake.wildcards.model, snakemake.wildcards.fold, device, data.modalities
     )
-    result, meta = run_fold(
-        data, snakemake.wildcards.model, int(snakemake.wildcards.fold), train, held_out, cfg, device
+    result, meta = train_model(
+        data, snakemake.wildcards.model, int(snakemake.wildcards.fold), train, held_out, training, device
     )
 for row in result.log.itertuples():
     log.info("epoch %d: train C %.3f, held-out C %.3f", row.epoch, row.train_c_index, row.held_out_c_index)
-outputs = {
-    "weights": snakemake.output.weights,
-    "predictions": snakemake.output.predictions,
-    "predictions_train": snakemake.output.predictions_train,
-    "best_epoch": snakemake.output.best_epoch,
-    "details": snakemake.output.details,
-    "log": snakemake.output.epochs,
-    "meta": snakemake.output.meta,
-}
-write_fold_outputs(outputs, result, meta, data)
+write_fold_outputs({key: snakemake.output[key] for key in FILES}, result, meta, data)
 log.info(
     "selected epoch(s) %s; %.1f s, peak RSS %.0f MB", meta["selected_epochs"], meta["seconds"], meta["peak_rss_mb"]
 )

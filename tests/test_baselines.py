@@ -12,6 +12,7 @@ from torch import nn
 
 from model.baselines import ABMIL, SNN, ConcatMLP, MRIResNet, TransMILSurvival
 from model.survival import risk_score, survival_curve
+from model.train import TrainSettings
 from tests.conftest import ROOT
 
 SMALL = [7, 11, 5, 13, 17, 9]
@@ -28,62 +29,65 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], str, bool]] = {
 }
 
 
-def inputs(second: str, n_patches: int = 7, batch: int = 1, depth: int = 16) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def inputs(
+    modality: str, n_patches: int = 7, batch: int = 1, depth: int = 16
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     g = torch.Generator().manual_seed(0)
     wsi = torch.randn(batch, n_patches, WSI_DIM, generator=g)
-    if second == "mri":
+    if modality == "mri":
         return wsi, [torch.randn(batch, 5, depth, 16, 16, generator=g)]
     return wsi, [torch.randn(batch, d, generator=g) for d in SMALL]
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_output_contract(name):
-    build, second, has_attention = MODELS[name]
+    build, modality, has_attention = MODELS[name]
     torch.manual_seed(0)
     model = build().eval()
     with torch.no_grad():
-        out = model(*inputs(second, batch=2))
+        out = model(*inputs(modality, batch=2))
     assert out["hazards"].shape == (2, 4) and ((out["hazards"] > 0) & (out["hazards"] < 1)).all()
     assert torch.equal(out["survival"], survival_curve(out["hazards"]))
     assert torch.equal(out["risk"], risk_score(out["hazards"]))
     assert ("attention" in out) == has_attention
+    assert model.auxiliary_loss(out, TrainSettings()).item() == 0.0  # no loss terms besides the NLL
 
 
 @pytest.mark.parametrize("name", ["abmil", "transmil", "concat-genomics", "concat-mri"])
 @pytest.mark.parametrize("n_patches", [1, 7, 50])
 def test_attention_covers_the_bag_and_sums_to_one(name, n_patches):
-    build, second, _ = MODELS[name]
+    build, modality, _ = MODELS[name]
     torch.manual_seed(0)
     with torch.no_grad():
-        attention = build().eval()(*inputs(second, n_patches, batch=2))["attention"]
+        attention = build().eval()(*inputs(modality, n_patches, batch=2))["attention"]
     assert attention.shape == (2, n_patches) and (attention >= 0).all()
     assert torch.allclose(attention.sum(-1), torch.ones(2))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_same_seed_same_outputs_and_training_step(name):
-    build, second, _ = MODELS[name]
-    wsi, other = inputs(second)
+    build, modality, _ = MODELS[name]
+    wsi, second = inputs(modality)
     hazards = []
     for _ in range(2):
         torch.manual_seed(3)
         with torch.no_grad():
-            hazards.append(build().eval()(wsi, other)["hazards"])
+            hazards.append(build().eval()(wsi, second)["hazards"])
     assert torch.equal(*hazards)
     # Batch size 1 in training mode, as the training loop runs; batch norm needs a volume over 32 deep.
     model = build().train()
-    wsi, other = inputs(second, depth=33)
-    model(wsi, other)["risk"].sum().backward()
+    wsi, second = inputs(modality, depth=33)
+    model(wsi, second)["risk"].sum().backward()
     assert all(p.grad is not None for p in model.parameters())
 
 
 def test_unused_modality_is_ignored():
     torch.manual_seed(0)
-    wsi, omics = inputs("genomics")
+    wsi, second = inputs("genomics")
     snn, abmil = SNN(SMALL, hidden=32).eval(), ABMIL(WSI_DIM, dim=32).eval()
     with torch.no_grad():
-        assert torch.equal(snn(wsi, omics)["hazards"], snn(torch.zeros(1, 3, WSI_DIM), omics)["hazards"])
-        assert torch.equal(abmil(wsi, omics)["hazards"], abmil(wsi, [])["hazards"])
+        assert torch.equal(snn(wsi, second)["hazards"], snn(torch.zeros(1, 3, WSI_DIM), second)["hazards"])
+        assert torch.equal(abmil(wsi, second)["hazards"], abmil(wsi, [])["hazards"])
 
 
 def test_snn_uses_mcat_lecun_init():

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from model.config import TrainingConfig, training_config
 from model.splits import write_mcat_split
 from workflow.cohort import (
     MODALITY_KEYS,
@@ -18,7 +21,8 @@ from workflow.cohort import (
     load_cohorts,
     read_sheet,
 )
-from workflow.demo.design import DemoSpec, mri_sheet, patients_sheet, slides_sheet, slides_table, truth_table
+from workflow.demo.sheets import DemoCohort
+from workflow.io import write_tsv
 
 
 def write(path, rows):
@@ -198,18 +202,31 @@ def test_demo_cohort_needs_no_files_and_matches_its_kind():
         load_cohort("d", {"modalities": ["wsi", "genomics"], "demo": {"kind": "liver", "seed": 3}})
 
 
-def test_demo_sheets_round_trip_through_tsv(tmp_path):
-    """The sheets a demo cohort is made of are valid user sheets too (same loader, same checks)."""
-    spec = DemoSpec(kind="liver", seed=5, n_patients=6)
-    truth = truth_table(spec)
-    patients = patients_sheet(truth)
-    slides = slides_sheet("d", slides_table(spec, truth))
-    mri = mri_sheet("d", truth)
-    paths = {}
-    for name, df in {"patients": patients, "slides": slides, "mri": mri}.items():
-        paths[name] = tmp_path / f"{name}.tsv"
-        df.to_csv(paths[name], sep="\t", index=False)
-        pd.testing.assert_frame_equal(read_sheet(paths[name], name), df, check_dtype=False)
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"modalities": ["wsi", "genomics"], "demo": {"kind": "tcga", "seed": 5, "n_patients": 6}},
+        {"modalities": ["wsi", "mri"], "demo": {"kind": "liver", "seed": 5, "n_patients": 6}},
+    ],
+    ids=["tcga", "liver"],
+)
+def test_a_demo_cohort_is_the_real_cohort_its_files_make(tmp_path, monkeypatch, cfg):
+    """Written out, a demo's sheets and files load as a user's cohort: the one the Snakefile knew before."""
+    monkeypatch.chdir(tmp_path)
+    demo = DemoCohort.from_config("d", cfg)
+    for path in demo.files:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text("x")
+    for path, sheet in demo.sheets.items():
+        write_tsv(sheet, path)
+    real, known = load_cohort("d", demo.config(cfg)), load_cohort("d", cfg)
+    assert "demo" not in demo.config(cfg) and real.demo is None and known.demo == demo
+    for frame in ("patients", "slides", "mri"):
+        if getattr(known, frame) is None:
+            assert getattr(real, frame) is None
+        else:
+            pd.testing.assert_frame_equal(getattr(real, frame), getattr(known, frame), check_dtype=False)
+    assert (real.modalities, real.sequences, real.genomics) == (known.modalities, known.sequences, known.genomics)
 
 
 @pytest.mark.parametrize("kind", ["patients", "slides", "mri"])
@@ -315,7 +332,7 @@ def test_a_cohort_without_genomics_needs_a_patients_sheet(cohort_dir):
 def test_genomics_only_demo_has_no_slides():
     both = load_cohort("d", {"modalities": ["wsi", "genomics"], "demo": {"kind": "tcga", "seed": 3, "n_patients": 5}})
     alone = load_cohort("d", {"modalities": ["genomics"], "demo": {"kind": "tcga", "seed": 3, "n_patients": 5}})
-    assert alone.slides is None and alone.demo.modalities == ("genomics",)
+    assert alone.slides is None and alone.demo.spec.modalities == ("genomics",)
     pd.testing.assert_frame_equal(alone.patients, both.patients)
     assert alone.genomics == both.genomics
 
@@ -327,7 +344,7 @@ def outcomes_cohort(times, censorship):
     return Cohort("c", ("genomics",), patients.set_index("patient_id", drop=False))
 
 
-TRAINING = {"folds": 2, "n_bins": 2, "seed": 1}
+TRAINING = TrainingConfig(folds=2, n_bins=2, seed=1)
 
 
 @pytest.mark.parametrize(
@@ -357,7 +374,7 @@ TRAINING = {"folds": 2, "n_bins": 2, "seed": 1}
 )
 def test_folds_and_bins_the_outcomes_cannot_fill_are_refused(times, censorship, training, expected):
     with pytest.raises(CohortError, match=r"cohort 'c': " + expected):
-        check_folds(outcomes_cohort(times, censorship), TRAINING | training, None)
+        check_folds(outcomes_cohort(times, censorship), replace(TRAINING, **training), None)
 
 
 def test_mcat_folds_are_checked_at_parse_time(tmp_path, caplog):
@@ -386,7 +403,7 @@ def test_load_cohorts_checks_the_folds():
         "training": {"folds": 6, "n_bins": 2, "seed": 1},
     }
     with pytest.raises(CohortError, match=r"cohort 'd': 5 patient\(s\) cannot fill training: folds: 6"):
-        load_cohorts(config)
+        load_cohorts(config["cohorts"], training_config(config["training"]))
 
 
 def test_example_config_is_valid():

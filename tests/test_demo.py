@@ -17,8 +17,9 @@ from scipy.stats import spearmanr
 
 from tests.conftest import ROOT
 from workflow.demo import genomics, mri, tissue
-from workflow.demo.design import DemoSpec, item_rng, mri_sheet, slides_sheet, slides_table, truth_table
-from workflow.demo.make import MPP_BY_MAGNIFICATION, make_mri, make_slide, read_tables, write_cohorts, write_tables
+from workflow.demo.design import MPP_BY_MAGNIFICATION, DemoSpec, item_rng, slides_table, truth_table
+from workflow.demo.make import make_mri, make_slide, write_cohorts
+from workflow.demo.sheets import DemoCohort
 from workflow.genomics import METADATA
 
 DEFAULT_COHORTS = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["cohorts"]
@@ -69,8 +70,8 @@ def test_slide_table_mixes_magnifications_and_multi_slide_patients():
 @pytest.mark.parametrize("magnification", [20, 40])
 def test_slide_opens_as_aperio_with_intended_metadata(tmp_path, magnification):
     spec = DemoSpec(kind="tcga", seed=4, n_patients=6, frac_40x=1.0 if magnification == 40 else 0.0)
-    write_tables(spec, tmp_path / "truth.tsv", tmp_path / "slides.tsv")
-    truth, slides = read_tables(tmp_path / "truth.tsv", tmp_path / "slides.tsv")
+    truth = truth_table(spec)
+    slides = slides_table(spec, truth)
     slide_id = slides["slide_id"].iloc[0]
     make_slide(spec, truth, slides, slide_id, tmp_path / "s.svs")
     with openslide.OpenSlide(tmp_path / "s.svs") as slide:
@@ -168,15 +169,13 @@ def test_cohorts_land_where_their_sheets_point_and_parallel_rendering_changes_no
         files = sorted(p for p in Path(".").rglob("*") if p.is_file())
         written.append({str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files})
     assert written[0] == written[1]
-    expected = {"resources/demo/t/genomics.csv", "resources/demo/t/signatures.csv"}
-    for name, spec in specs.items():
-        truth = truth_table(spec)
-        expected |= {f"resources/demo/{name}/truth.tsv", f"resources/demo/{name}/slides.tsv"}
-        expected |= set(slides_sheet(name, slides_table(spec, truth))["path"])
-        if spec.kind == "liver":
-            sheet = mri_sheet(name, truth)
-            expected |= set(sheet["image"]) | set(sheet["mask"])
-    assert set(written[0]) == expected
+    demos = [DemoCohort(name, spec) for name, spec in specs.items()]
+    assert set(written[0]) == {f for demo in demos for f in demo.files}  # the demo_cohort rule's outputs
+    for demo in demos:
+        kinds = ["patients", "slides", *(["mri"] if demo.spec.kind == "liver" else [])]
+        assert list(demo.sheets) == [f"resources/demo/{demo.name}/sheets/{kind}.tsv" for kind in kinds]
+        for path, sheet in demo.sheets.items():  # the sheets the Snakefile knows at parse time
+            pd.testing.assert_frame_equal(pd.read_csv(path, sep="\t", dtype=str), sheet.astype(str))
 
 
 def test_a_demo_makes_only_its_cohorts_modalities(tmp_path, monkeypatch):
@@ -184,11 +183,10 @@ def test_a_demo_makes_only_its_cohorts_modalities(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     both = DemoSpec(kind="tcga", seed=3, n_patients=4, frac_two_slides=0.5, frac_40x=0.0)
     write_cohorts({"both": both, "alone": DemoSpec(**{**vars(both), "modalities": ("genomics",)})})
-    alone = sorted(p.name for p in Path("resources/demo/alone").rglob("*") if p.is_file())
-    assert alone == ["genomics.csv", "signatures.csv", "truth.tsv"]
+    root = Path("resources/demo/alone")
+    alone = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert alone == ["genomics.csv", "sheets/patients.tsv", "signatures.csv", "truth.tsv"]
     for name in alone:
-        assert (tmp_path / "resources/demo/alone" / name).read_bytes() == (
-            tmp_path / "resources/demo/both" / name
-        ).read_bytes()
+        assert Path("resources/demo/alone", name).read_bytes() == Path("resources/demo/both", name).read_bytes()
     with pytest.raises(ValueError, match=r"a demo of kind 'liver' has modalities \['wsi', 'mri'\]"):
         DemoSpec(kind="liver", seed=1, modalities=("genomics",))

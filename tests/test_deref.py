@@ -7,6 +7,8 @@ import torch
 
 from model.deref import DeReF, DeReFOptions, RegionalCrossAttention
 from model.encoders import NystromAttention, TransMIL, moore_penrose_pinv
+from model.losses import decoupling_loss
+from model.train import TrainSettings
 
 BLCA = [94, 334, 521, 468, 1496, 479]
 SMALL = [7, 11, 5, 13, 17, 9]
@@ -18,7 +20,7 @@ def inputs(sizes, n_patches=50, seed=0):
 
 
 def test_reference_parameter_count_matches_the_authors_model():
-    # models.md: 6,954,149 parameters used by the authors' DeReF with the BLCA family sizes.
+    # docs/models.md §1.1: 6,954,149 parameters used by the authors' DeReF with the BLCA family sizes.
     assert sum(p.numel() for p in DeReF(BLCA, options=DeReFOptions.reference()).parameters()) == 6_954_149
 
 
@@ -31,8 +33,8 @@ def test_reference_parameter_count_matches_the_authors_model():
 def test_output_shapes(options, n_patches):
     torch.manual_seed(0)
     model = DeReF(SMALL, options=options)
-    wsi, omics = inputs(SMALL, n_patches)
-    out = model(wsi, omics)
+    wsi, second = inputs(SMALL, n_patches)
+    out = model(wsi, second)
     assert out["hazards"].shape == (1, 4) and out["survival"].shape == (1, 4) and out["risk"].shape == (1,)
     assert ((out["hazards"] > 0) & (out["hazards"] < 1)).all()
     assert out["gate"].shape == (1, options.n_experts) and torch.allclose(out["gate"].sum(), torch.tensor(1.0))
@@ -100,11 +102,11 @@ def test_rca_paper_is_algorithm_1_as_written():
 
 def test_final_relu_switch():
     torch.manual_seed(0)
-    wsi, omics = inputs(SMALL)
+    wsi, second = inputs(SMALL)
     with_relu = DeReF(SMALL, options=DeReFOptions(final_relu=True)).eval()
-    assert (with_relu(wsi, omics)["genomic"] >= 0).all() and (with_relu(wsi, omics)["pathology"] >= 0).all()
+    assert (with_relu(wsi, second)["genomic"] >= 0).all() and (with_relu(wsi, second)["pathology"] >= 0).all()
     without = DeReF(SMALL, options=DeReFOptions()).eval()
-    assert (without(wsi, omics)["genomic"] < 0).any()
+    assert (without(wsi, second)["genomic"] < 0).any()
 
 
 def test_nystrom_padding_switch_changes_the_attention():
@@ -139,25 +141,34 @@ def test_segment_choices_follow_the_preset():
 
 def test_test_time_reorganisation_average_is_deterministic_and_random_is_seeded():
     torch.manual_seed(0)
-    wsi, omics = inputs(SMALL)
+    wsi, second = inputs(SMALL)
     model = DeReF(SMALL).eval()
     with torch.no_grad():
-        assert torch.equal(model(wsi, omics)["hazards"], model(wsi, omics)["hazards"])
+        assert torch.equal(model(wsi, second)["hazards"], model(wsi, second)["hazards"])
     reference = DeReF(SMALL, options=DeReFOptions.reference(), seed=3).eval()
     with torch.no_grad():
-        draws = [reference(wsi, omics)["hazards"] for _ in range(6)]
+        draws = [reference(wsi, second)["hazards"] for _ in range(6)]
         reference.reseed(3)
-        again = [reference(wsi, omics)["hazards"] for _ in range(6)]
+        again = [reference(wsi, second)["hazards"] for _ in range(6)]
     assert any(not torch.equal(draws[0], d) for d in draws[1:])  # random at test time, as the authors' code
     assert all(torch.equal(a, b) for a, b in zip(draws, again, strict=True))  # but reproducible from its seed
 
 
 def test_same_seed_same_model_and_predictions():
-    wsi, omics = inputs(SMALL)
+    wsi, second = inputs(SMALL)
     outputs = []
     for _ in range(2):
         torch.manual_seed(42)
         model = DeReF(SMALL).eval()
         with torch.no_grad():
-            outputs.append(model(wsi, omics)["hazards"])
+            outputs.append(model(wsi, second)["hazards"])
     assert torch.equal(*outputs)
+
+
+def test_auxiliary_loss_is_the_weighted_decoupling_loss():
+    torch.manual_seed(0)
+    model = DeReF(SMALL).train()
+    out = model(*inputs(SMALL))
+    features = (out["genomic"], out["pathology"], out["shared"], out["explore"])
+    expected = 0.5 * decoupling_loss(*features, "l1")
+    assert torch.equal(model.auxiliary_loss(out, TrainSettings(decoupling_weight=0.5, distance="l1")), expected)

@@ -1,4 +1,5 @@
-"""The pip route (requirements.txt) and the conda route (envs/*.yaml) pin the same versions."""
+"""Installing: pip (requirements.txt) and conda (envs/*.yaml) pin the same versions, pyproject.toml ships every
+package, and every rule that runs code has a pinned env."""
 
 from __future__ import annotations
 
@@ -79,15 +80,64 @@ def test_every_conda_package_is_pinned_for_pip_too():
         assert set(deps) <= known, f"{env}: not in requirements.txt: {sorted(set(deps) - known)}"
 
 
+def test_pip_install_ships_every_library_package():
+    """pyproject.toml's packages, as setuptools reads them, are every folder of workflow/ and model/ with an __init__.py."""
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    packages = read_configuration(ROOT / "pyproject.toml")["tool"]["setuptools"]["packages"]
+    folders = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for library in ("workflow", "model")
+        for init in (ROOT / library).rglob("__init__.py")
+    }
+    assert sorted(packages) == sorted(folders)
+
+
+RULE_FILES = [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]
+RULE = re.compile(r"^( *)rule (\w+):", re.M)
+ENV = re.compile(r'^\s*conda:\s*\n\s*"\.\./envs/([\w.-]+)"', re.M)
+
+
+def rule_bodies(text: str) -> dict[str, str]:
+    """Rule name -> its indented body, for rules at any indentation (those under if/else too)."""
+    bodies = {}
+    for head in RULE.finditer(text):
+        body = []
+        for line in text[head.end() :].splitlines()[1:]:
+            if line.strip() and len(line) - len(line.lstrip()) <= len(head.group(1)):
+                break
+            body.append(line)
+        bodies[head.group(2)] = "\n".join(body)
+    return bodies
+
+
+def rules_without_env(text: str) -> list[str]:
+    """The rules that run code (script: or shell:) without a conda: env file."""
+    return [
+        name
+        for name, body in rule_bodies(text).items()
+        if re.search(r"^\s*(script|shell):", body, re.M) and not ENV.search(body)
+    ]
+
+
 def test_every_rule_that_runs_code_has_a_pinned_env():
-    for smk in sorted((ROOT / "rules").glob("*.smk")):
-        text = smk.read_text()
-        for block in re.split(r"\nrule ", text)[1:]:
-            name = block.split(":", 1)[0]
-            if "script:" in block or "shell:" in block:
-                env = re.search(r'conda:\s*\n\s*"\.\./envs/([\w.-]+)"', block)
-                assert env, f"rule {name} in {smk.name} runs code without conda:"
-                assert (ROOT / "envs" / env.group(1)).is_file()
+    for path in RULE_FILES:
+        text = path.read_text()
+        assert rules_without_env(text) == [], f"{path.name}: these rules run code without conda:"
+        for name, body in rule_bodies(text).items():
+            env = ENV.search(body)
+            assert not env or (ROOT / "envs" / env.group(1)).is_file(), f"rule {name}: no envs/{env.group(1)}"
+
+
+def test_a_rule_nested_in_an_if_block_without_env_is_caught():
+    """Each rule under an if/else block, its conda: removed, fails the check above."""
+    nested = [(path, head) for path in RULE_FILES for head in RULE.finditer(path.read_text()) if head.group(1)]
+    assert nested, "no rule under an if/else block left: this test checks nothing"
+    for path, head in nested:
+        text = path.read_text()
+        env = ENV.search(text, head.end())
+        stripped = text[: env.start()] + text[env.end() :]
+        assert rules_without_env(stripped) == [head.group(2)], f"{path.name}: {head.group(2)}"
 
 
 # Import name -> conda-forge package, for the libraries whose absence from a rule's env would break it.
@@ -117,8 +167,8 @@ def test_rule_scripts_import_only_what_their_env_has():
     envs = conda_pins()
     loaded_by: dict[tuple[str, ...], set[str]] = {}
     for smk in sorted((ROOT / "rules").glob("*.smk")):
-        for block in re.split(r"\n\s*rule ", smk.read_text())[1:]:
-            env = re.search(r'conda:\s*\n\s*"\.\./envs/([\w.-]+)"', block)
+        for block in rule_bodies(smk.read_text()).values():
+            env = ENV.search(block)
             script = re.search(r'script:\s*\n\s*"\.\./(scripts/[\w.]+)"', block)
             if not (env and script):
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import h5py
 import numpy as np
 import openslide
@@ -14,13 +15,15 @@ from torchvision.transforms import v2
 
 from workflow.demo import tissue
 from workflow.demo.design import item_rng
+from workflow.demo.svs import write_aperio_svs
+from workflow.device import claim_device
 from workflow.features import extract as extract_module
-from workflow.features.clam_import import import_clam
-from workflow.features.device import claim_device
+from workflow.features.clam import import_clam, write_clam_pt
 from workflow.features.encoders import WeightsError, encoder_spec, load_encoder
-from workflow.features.extract import FeatureError, FeatureSettings, extract_slide, write_clam_pt
-from workflow.features.reading import plan_blocks, preprocess
-from workflow.features.store import read_features
+from workflow.features.extract import FeatureError, FeatureSettings, extract_slide
+from workflow.features.features_file import read_features
+from workflow.features.reading import SlideReader, plan_blocks, preprocess
+from workflow.tiling.coords import PatchGeometry, read_coords
 from workflow.tiling.params import tiling_params
 from workflow.tiling.tile import TileOutputs, tile_slide
 
@@ -62,27 +65,73 @@ def test_block_and_per_patch_reading_give_the_same_features(slide40, encoder, tm
     assert np.abs(fast - naive).max() <= 1e-5
 
 
-def test_features_equal_timm_on_the_same_pixels(slide40, encoder, tmp_path):
-    """An independent path: per-patch read_region, torchvision resize, timm features_only + mean pool."""
-    slide, coords = slide40
-    run(slide, coords, tmp_path / "f.h5", encoder)
-    ours, xy, attrs = read_features(tmp_path / "f.h5")
+def clam_reads(slide, xy, level, size):
+    """Patches read as CLAM's extraction reads them: read_region(coord, patch_level, (patch_size, patch_size)), RGB."""
+    with openslide.OpenSlide(slide) as wsi:
+        return np.stack(
+            [np.array(wsi.read_region((int(x), int(y)), level, (size, size)).convert("RGB")) for x, y in xy]
+        )
+
+
+def reference_features(pixels, attrs):
+    """An independent path to the random-weight features: timm features_only + mean pool."""
     torch.manual_seed(0)
     full = timm.create_model("resnet50.tv_in1k", pretrained=False)
     trunk = timm.create_model("resnet50.tv_in1k", pretrained=False, features_only=True, out_indices=(3,))
     trunk.load_state_dict({k: v for k, v in full.state_dict().items() if not k.startswith(("layer4", "fc"))})
     trunk.eval()
-    with openslide.OpenSlide(slide) as wsi, h5py.File(coords) as h5:
-        size, level = int(h5["coords"].attrs["read_size"]), int(h5["coords"].attrs["read_level"])
-        pixels = torch.stack(
-            [
-                torch.from_numpy(np.array(wsi.read_region((int(x), int(y)), level, (size, size)).convert("RGB")))
-                for x, y in xy[:8]
-            ]
-        )
     with torch.inference_mode():
-        reference = trunk(preprocess(pixels, 224, attrs["mean"], attrs["std"]))[0].mean(dim=(2, 3)).numpy()
+        x = preprocess(torch.from_numpy(pixels), 224, attrs["mean"], attrs["std"])
+        return trunk(x)[0].mean(dim=(2, 3)).numpy()
+
+
+def test_features_equal_timm_on_the_same_pixels(slide40, encoder, tmp_path):
+    """An independent path: per-patch read_region, torchvision resize, timm features_only + mean pool."""
+    slide, coords = slide40
+    run(slide, coords, tmp_path / "f.h5", encoder)
+    ours, xy, attrs = read_features(tmp_path / "f.h5")
+    with h5py.File(coords) as h5:
+        size, level = int(h5["coords"].attrs["read_size"]), int(h5["coords"].attrs["read_level"])
+    reference = reference_features(clam_reads(slide, xy[:8], level, size), attrs)
     assert np.abs(reference - ours[:8]).max() <= 1e-5
+
+
+def write_clam_patches(path, xy, patch_level, patch_size, slide):
+    """A coordinates file as CLAM's create_patches_fp writes it: 1-row chunks, CLAM's attributes only."""
+    with openslide.OpenSlide(slide) as wsi:
+        (w0, h0), (w, h) = wsi.level_dimensions[0], wsi.level_dimensions[patch_level]
+    with h5py.File(path, "w") as h5:
+        dataset = h5.create_dataset("coords", data=np.asarray(xy, np.int64), maxshape=(None, 2), chunks=(1, 2))
+        clam_attrs = {
+            "patch_size": patch_size,
+            "patch_level": patch_level,
+            "downsample": (w0 / w, h0 / h),
+            "downsampled_level_dim": (w, h),
+            "level_dim": (w, h),
+            "name": "s",
+            "save_path": str(path.parent),
+        }
+        dataset.attrs.update(clam_attrs)
+
+
+def test_clam_patch_files_are_read_as_clam_reads_them(tmp_path, encoder):
+    """CLAM's coordinates at a level whose downsample is fractional (2.0013): patch by patch, as CLAM reads."""
+    texture = np.random.default_rng(3).integers(0, 256, (1281, 1537, 3), dtype=np.uint8)
+    slide = tmp_path / "odd.svs"
+    write_aperio_svs(slide, cv2.GaussianBlur(texture, (0, 0), 2), mpp=0.25, app_mag=40, downsamples=(1, 2, 8))
+    xy = [(x, y) for y in (0, 512) for x in (0, 512, 1024)]
+    write_clam_patches(tmp_path / "clam.h5", xy, 1, 256, slide)
+    tiles = read_coords(tmp_path / "clam.h5")
+    assert tiles.clam_compatible and tiles.status == "ok" and tiles.name == "s"
+    assert tiles.geometry == PatchGeometry(1, 256, 512, (1537 / 768, 1281 / 640))
+    per_patch = clam_reads(slide, xy, 1, 256)
+    # Why: OpenSlide interpolates at the fractional level position, so a block read cut into patches differs.
+    block, _ = SlideReader(str(slide), tiles.geometry).read_block(tiles.xy)
+    assert not np.array_equal(block, per_patch)
+    attrs = run(str(slide), str(tmp_path / "clam.h5"), tmp_path / "f.h5", encoder, block=4)
+    ours, kept, _ = read_features(tmp_path / "f.h5")
+    assert np.array_equal(kept, xy)
+    assert np.abs(reference_features(per_patch, attrs) - ours).max() <= 1e-5
 
 
 def test_preprocessing_matches_torchvision():
@@ -267,7 +316,7 @@ def test_device_is_the_cpu_without_a_gpu():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_claims_are_exclusive_and_amp_matches_fp32(slide40, encoder, tmp_path, monkeypatch):
-    monkeypatch.setattr("workflow.features.device.LOCK_DIR", tmp_path / "locks")
+    monkeypatch.setattr("workflow.device.LOCK_DIR", tmp_path / "locks")
     with claim_device() as first:
         assert first.type == "cuda"
         if torch.cuda.device_count() == 1:

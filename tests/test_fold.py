@@ -3,22 +3,39 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, fields, replace
 
 import h5py
+import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
+from safetensors import safe_open
 
-from model.data import DataError, fold_patients, load_cohort_data
-from model.fold import fold_settings, load_weights, resolved, run_fold, training_defaults, write_fold_outputs
-from model.registry import MODELS, Inputs, ModelChoice, applies, build_model, uses
+from model.config import TrainingConfig, training_config
+from model.coxph import CoxSettings
+from model.data import DataError, Standardizer, fold_patients, load_cohort_data
+from model.fold import fold_settings, train_model
+from model.fold_outputs import (
+    FILES,
+    load_weights,
+    read_bin_edges,
+    read_log,
+    read_predictions,
+    save_weights,
+    write_fold_outputs,
+)
+from model.registry import MODELS, Inputs, ModelChoice, applies, build_model, cohort_models, uses
 from model.splits import cohort_splits, read_mcat_split, write_mcat_split
-from model.train import TrainSettings, predict, train_fold
+from model.train import TrainSettings, predict, train_network
+from tests.conftest import ROOT
 from workflow.genomics import Family, write_pathways
 
 SIZES = [3, 4, 2, 5, 3, 4]
-TRAINING = training_defaults() | {"epochs": 2, "inner_fraction": 0.25, "device": "cpu", "selection": "last"}
+TRAINING = TrainingConfig(epochs=2, inner_fraction=0.25, device="cpu", selection="last")
+SCHEMA = yaml.safe_load((ROOT / "config" / "schemas" / "config.schema.yaml").read_text())["properties"]
 
 
 def write_features(path, n, dim=16, seed=0, encoder="resnet50_trunc"):
@@ -56,11 +73,26 @@ def test_cohort_data_bags_and_per_fold_standardisation(tmp_path):
     assert data.wsi_dim == 16 and data.omic_sizes == tuple(SIZES)
     assert data.bags["P0"].shape == (11, 16) and list(data.patches["P0"]["slide_id"].unique()) == ["P0-A", "P0-B"]
     train, held = fold_patients(data, [f"P{i}" for i in range(15)], ["P15", "P16"], "genomics")
-    stacked = np.stack([p.other[1].numpy() for p in train])
+    stacked = np.stack([p.second[1].numpy() for p in train])
     assert np.allclose(stacked.mean(0), 0, atol=1e-5) and np.allclose(stacked.std(0), 1, atol=1e-4)
-    assert abs(float(held[0].other[1].mean())) < 5  # held-out patients use the training fit, not their own
+    assert abs(float(held[0].second[1].mean())) < 5  # held-out patients use the training fit, not their own
     with pytest.raises(DataError, match="not in the cohort"):
         fold_patients(data, ["P1", "Q9"], ["P2"])
+
+
+def test_standardizer_fits_on_training_patients_only():
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(5, 3, size=(50, 4)), rng.normal(5, 3, size=(10, 4))
+    train[:, 3] = 1.0
+    scaler = Standardizer().fit(train)
+    z = scaler.transform(train)
+    assert np.allclose(z[:, :3].mean(0), 0, atol=1e-6) and np.allclose(z[:, :3].std(0), 1, atol=1e-5)
+    assert np.allclose(z[:, 3], 0)  # constant column: unit scale, no division by zero
+    assert np.allclose(
+        scaler.transform(test), (test - train.mean(0)) / np.where(train.std(0) > 0, train.std(0), 1), atol=1e-5
+    )
+    clipped = Standardizer(clip=1.0).fit(train).transform(test * 100)
+    assert clipped.max() <= 1.0 and clipped.min() >= -1.0
 
 
 def test_wsi_standardisation_uses_the_training_patches_only(tmp_path):
@@ -74,7 +106,7 @@ def test_wsi_standardisation_uses_the_training_patches_only(tmp_path):
     assert torch.allclose(patches.mean(0), torch.zeros(16, dtype=torch.float64), atol=1e-5)
     assert torch.allclose(patches.std(0, unbiased=False), torch.ones(16, dtype=torch.float64), atol=1e-4)
     expected = (data.bags["P12"].double() - raw.mean(0)) / raw.std(0, unbiased=False)
-    assert torch.allclose(held[0].bag.double(), expected, atol=1e-5) and held[0].other == []
+    assert torch.allclose(held[0].bag.double(), expected, atol=1e-5) and held[0].second == []
     untouched, _ = fold_patients(data, train_ids, held_ids)
     assert untouched[0].bag is data.bags["P0"]
 
@@ -102,26 +134,67 @@ def test_cohort_data_errors_name_what_is_wrong(tmp_path):
 
 
 def test_reference_preset_settings():
-    settings, choice, bins = fold_settings(TRAINING | {"preset": "reference"}, "deref", fold=2)
+    settings, choice, bins = fold_settings(replace(TRAINING, preset="reference"), "deref", fold=2)
     assert settings.poly_decay and settings.weighted_sampling and settings.max_patches == 30000
     assert settings.seed == 3 and choice.rfr() == "random" and bins == "cohort"
-    settings, choice, bins = fold_settings(TRAINING | {"preset": "reference", "bins": "fold"}, "hdmoe", fold=0)
+    settings, choice, bins = fold_settings(replace(TRAINING, preset="reference", bins="fold"), "hdmoe", fold=0)
     assert settings.max_patches is None and bins == "fold"
     settings, choice, bins = fold_settings(TRAINING, "deref", fold=0)
     assert not settings.poly_decay and choice.rfr() == "average" and bins == "fold"
 
 
 def test_presets_choose_the_regime_of_null_keys():
-    schema = training_defaults()  # every regime key null: the preset decides
-    assert all(schema[k] is None for k in ("selection", "batch_size", "l1", "wsi_standardise", "bins"))
-    paper, _, _ = fold_settings(schema | {"device": "cpu"}, "snn", fold=0)
+    defaults = TrainingConfig()  # every regime key null: the preset decides
+    assert all(getattr(defaults, k) is None for k in ("selection", "batch_size", "l1", "wsi_standardise", "bins"))
+    paper, _, _ = fold_settings(defaults, "snn", fold=0)
     assert (paper.batch_size, paper.l1, paper.selection, paper.ensemble_size) == (32, 1e-4, "ensemble", 5)
-    assert resolved(schema)["wsi_standardise"] is True
-    reference, _, _ = fold_settings(schema | {"preset": "reference"}, "snn", fold=0)
-    assert (reference.batch_size, reference.l1, reference.selection) == (1, 0.0, "last")
-    assert resolved(schema | {"preset": "reference"})["wsi_standardise"] is False
-    explicit, _, _ = fold_settings(schema | {"preset": "reference", "batch_size": 8, "selection": "inner"}, "snn", 0)
+    assert defaults.resolved().wsi_standardise is True
+    reference = replace(defaults, preset="reference")
+    settings, _, _ = fold_settings(reference, "snn", fold=0)
+    assert (settings.batch_size, settings.l1, settings.selection) == (1, 0.0, "last")
+    assert reference.resolved().wsi_standardise is False
+    explicit, _, _ = fold_settings(replace(reference, batch_size=8, selection="inner"), "snn", 0)
     assert (explicit.batch_size, explicit.selection) == (8, "inner")
+
+
+def test_training_config_from_the_config_block():
+    training = training_config({"models": ["snn", "coxph"], "l1": 0, "coxph": None, "folds": 3})
+    assert training.models == ("snn", "coxph") and training.folds == 3 and training.epochs == 30
+    assert isinstance(training.l1, float) and training.coxph == {}
+    assert training_config({}) == TrainingConfig()
+    with pytest.raises(ValueError, match=r"unknown training settings: \['epoch'\]"):
+        training_config({"epoch": 3})
+    with pytest.raises(ValueError, match=r"training\.bins 'patient'"):
+        TrainingConfig(bins="patient")
+    with pytest.raises(ValueError, match=r"unknown model\(s\) \['cox'\]"):
+        TrainingConfig(models=("cox",))
+
+
+def test_schema_describes_the_training_config_whose_defaults_it_leaves_to_it():
+    """The schema validates training:, TrainingConfig (and CoxSettings) hold its defaults: the same keys."""
+    training = SCHEMA["training"]["properties"]
+    assert set(training) == {f.name for f in fields(TrainingConfig)}
+    assert set(training["coxph"]["properties"]) == {f.name for f in fields(CoxSettings)}
+    assert not [k for k, spec in training.items() if "default" in spec]
+    assert not [k for k, spec in training["coxph"]["properties"].items() if "default" in spec]
+    # the defaults themselves pass the schema
+    jsonschema.validate(json.loads(json.dumps(asdict(TrainingConfig()))), SCHEMA["training"])
+
+
+def test_schema_model_names_are_the_registry():
+    assert SCHEMA["training"]["properties"]["models"]["items"]["enum"] == list(MODELS)
+    assert TrainingConfig().models == tuple(MODELS)
+    cohort = SCHEMA["cohorts"]["additionalProperties"]["properties"]
+    assert set(cohort["models"]["items"]["enum"]) == set(MODELS)
+    assert set(SCHEMA["evaluation"]["properties"]["reference_model"]["enum"]) == set(MODELS)
+
+
+def test_cohort_models_skip_what_the_modalities_cannot_train_unless_the_cohort_asks():
+    everything = list(MODELS)
+    assert cohort_models("c", ["genomics"], None, everything) == ["snn", "coxph"]
+    assert cohort_models("c", ["wsi", "mri"], ["abmil", "coxph"], everything) == ["abmil", "coxph"]
+    with pytest.raises(ValueError, match=r"^cohort tcga: models \['mri_resnet'\] need .* from cohorts\.tcga\.models$"):
+        cohort_models("tcga", ["wsi", "genomics"], ["snn", "mri_resnet"], everything)
 
 
 def test_registry_knows_what_each_model_needs():
@@ -149,17 +222,18 @@ def test_fold_outputs_round_trip(tmp_path):
     outcomes, slides, _ = tiny_cohort(tmp_path)
     data = load_cohort_data(outcomes, slides, genomics=tmp_path / "pathways.h5")
     ids = list(outcomes.index)
-    result, meta = run_fold(data, "deref", 0, ids[4:], ids[:4], TRAINING)
+    result, meta = train_model(data, "deref", 0, ids[4:], ids[:4], TRAINING)
     assert meta["selected_epoch"] == 1 and meta["bins"] == "fold" and meta["n_held_out"] == 4
-    outputs = {
-        k: str(tmp_path / "out" / f"{k}.x") for k in ("predictions", "predictions_train", "best_epoch", "log", "meta")
-    }
-    outputs |= {"weights": str(tmp_path / "out" / "w.safetensors"), "details": str(tmp_path / "out" / "d.h5")}
+    outputs = {key: str(tmp_path / "out" / name) for key, name in FILES.items()}
+    with pytest.raises(ValueError, match="fold outputs"):
+        write_fold_outputs({k: v for k, v in outputs.items() if k != "details"}, result, meta, data)
     write_fold_outputs(outputs, result, meta, data)
-    predictions = pd.read_csv(outputs["predictions"], sep="\t")
+    predictions = read_predictions(outputs["predictions"])
     assert list(predictions["patient_id"]) == ids[:4] and {"gate_0", "hazard_3", "fold", "epoch"} <= set(predictions)
-    trained = pd.read_csv(outputs["predictions_train"], sep="\t")
+    trained = read_predictions(outputs["predictions_train"])
     assert list(trained["patient_id"]) == ids[4:] and list(trained.columns) == list(predictions.columns)
+    assert np.array_equal(read_bin_edges(outputs["meta"]), meta["bin_edges"])
+    assert list(read_log(outputs["log"])["epoch"]) == [0, 1]
     with h5py.File(outputs["details"]) as h5:
         p0 = h5["P0"]
         assert p0["attention"].shape == (11,) and p0["coords"].shape == (11, 2)
@@ -180,10 +254,10 @@ def test_inner_selection_and_optimistic_pick(tmp_path):
     data = load_cohort_data(outcomes, slides, genomics=tmp_path / "pathways.h5")
     ids = list(outcomes.index)
     chosen = {"selection": "inner", "epochs": 3, "inner_metric": "c_index"}
-    result, meta = run_fold(data, "abmil", 0, ids[4:], ids[:4], TRAINING | chosen)
+    result, meta = train_model(data, "abmil", 0, ids[4:], ids[:4], replace(TRAINING, **chosen))
     assert meta["n_inner"] == 4 and meta["n_train"] == 12 and "inner_c_index" in result.log
     assert result.selected_epoch == int(result.log["inner_c_index"].idxmax())
-    result, _ = run_fold(data, "abmil", 0, ids[4:], ids[:4], TRAINING | chosen | {"inner_metric": "loss"})
+    result, _ = train_model(data, "abmil", 0, ids[4:], ids[:4], replace(TRAINING, **chosen | {"inner_metric": "loss"}))
     assert result.selected_epoch == int(result.log["inner_loss"].idxmin())
     assert result.best_epoch == int(result.log["held_out_c_index"].idxmax())
 
@@ -193,7 +267,7 @@ def test_patch_cap_keeps_attention_aligned(tmp_path):
     data = load_cohort_data(outcomes, slides, genomics=tmp_path / "pathways.h5")
     train, held = fold_patients(data, list(outcomes.index)[2:], ["P0", "P1"], "genomics")
     model = build_model("abmil", Inputs(("wsi", "genomics"), 16, tuple(SIZES)), ModelChoice())
-    result = train_fold(
+    result = train_network(
         lambda _: model, train, held, np.array([0, 5, 10, 20, 1e3]), TrainSettings(epochs=1, max_patches=4)
     )
     assert result.details["P0"]["attention"].shape == (4,)
@@ -219,3 +293,19 @@ def test_splits_stratified_or_from_mcat_files(tmp_path):
     extra = pd.concat([outcomes, outcomes.iloc[:1].rename(index={"P0": "P40"})])
     with pytest.raises(ValueError, match=r"\['P40'\] of the cohort are in neither column"):
         cohort_splits(extra, 5, seed=0, mcat_dir=tmp_path)
+
+
+def test_weights_files_are_identical_for_identical_tensors_and_metadata(tmp_path):
+    """safetensors orders its header from a hash map; saved files must not depend on that or on dict order."""
+    tensors = {"b.weight": torch.arange(6.0).reshape(2, 3), "a.bias": torch.ones(3), "member_0.x": torch.zeros(2)}
+    metadata = {"model": "deref", "fold": "0", "epoch": "3"}
+    save_weights(tmp_path / "0.safetensors", tensors, metadata)
+    blob = (tmp_path / "0.safetensors").read_bytes()
+    for k in range(1, 8):  # the hash map's order changes from one save to the next, even in one process
+        reordered = dict(reversed(list(tensors.items()))), dict(reversed(list(metadata.items())))
+        save_weights(tmp_path / f"{k}.safetensors", *(reordered if k % 2 else (tensors, metadata)))
+        assert (tmp_path / f"{k}.safetensors").read_bytes() == blob
+    assert int.from_bytes(blob[:8], "little") % 8 == 0
+    with safe_open(tmp_path / "0.safetensors", "pt") as weights:
+        assert weights.metadata() == metadata
+        assert torch.equal(weights.get_tensor("b.weight"), tensors["b.weight"])

@@ -8,7 +8,7 @@ import pytest
 
 from workflow.demo import genomics as demo
 from workflow.demo.design import DemoSpec, slides_table, truth_table
-from workflow.genomics import GenomicsError, Standardizer, build_pathways, family_report, read_pathways, write_pathways
+from workflow.genomics import GenomicsError, build_pathways, family_report, read_pathways, write_pathways
 
 
 @pytest.fixture
@@ -131,21 +131,6 @@ def test_hdf5_round_trip(demo_files, tmp_path):
         assert (
             np.array_equal(read_matrices[family.name], matrices[family.name]) and columns[family.name] == family.columns
         )
-
-
-def test_standardizer_fits_on_training_patients_only():
-    rng = np.random.default_rng(0)
-    train, test = rng.normal(5, 3, size=(50, 4)), rng.normal(5, 3, size=(10, 4))
-    train[:, 3] = 1.0
-    scaler = Standardizer().fit(train)
-    z = scaler.transform(train)
-    assert np.allclose(z[:, :3].mean(0), 0, atol=1e-6) and np.allclose(z[:, :3].std(0), 1, atol=1e-5)
-    assert np.allclose(z[:, 3], 0)  # constant column: unit scale, no division by zero
-    assert np.allclose(
-        scaler.transform(test), (test - train.mean(0)) / np.where(train.std(0) > 0, train.std(0), 1), atol=1e-5
-    )
-    clipped = Standardizer(clip=1.0).fit(train).transform(test * 100)
-    assert clipped.max() <= 1.0 and clipped.min() >= -1.0
 
 
 @pytest.mark.realdata

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
-from model.hdmoe import HDMoE, Router, SharedRoutedMoE, hdmoe_auxiliary_loss
+from model.hdmoe import HDMoE, Router, SharedRoutedMoE
+from model.registry import Inputs, ModelChoice, build_model
+from model.train import TrainSettings
 
 BLCA = [94, 334, 521, 468, 1496, 479]
 SMALL = [7, 11, 5, 13, 17, 9]
@@ -31,13 +35,13 @@ def test_shapes_and_loss():
     assert out["g_intra"].shape == (1, 256) and out["emb_specific"].shape == (1, 512)
     assert out["inter"].shape == (1, 512) and out["fusion_router"].shape == (1, 4, 8)
     assert out["attention"].shape == (1, 40) and torch.allclose(out["attention"].sum(), torch.tensor(1.0))
-    loss = hdmoe_auxiliary_loss(out)
+    loss = model.auxiliary_loss(out, TrainSettings())
     loss.backward()
     assert torch.isfinite(loss) and model.genomic_moe.router.weight.grad is not None
 
 
 def test_one_token_balance_loss_is_eight_times_the_top_probability():
-    """models.md: with batch size 1 the first-level aux loss is 8 * p_top (minimum 1 at a flat router)."""
+    """docs/models.md §2: with batch size 1 the first-level aux loss is 8 * p_top (minimum 1 at a flat router)."""
     torch.manual_seed(0)
     router = Router(16, 8).train()
     token = torch.randn(1, 16)
@@ -60,23 +64,24 @@ def test_routed_output_is_the_chosen_expert_scaled_by_its_probability():
 
 def test_without_shared_expert_it_runs():
     torch.manual_seed(0)
-    out = HDMoE(SMALL, shared_expert=False).train()(*inputs())
+    model = HDMoE(SMALL, shared_expert=False).train()
+    out = model(*inputs())
     assert torch.equal(out["g_share"], torch.zeros_like(out["g_share"]))
-    assert torch.isfinite(hdmoe_auxiliary_loss(out))
+    assert torch.isfinite(model.auxiliary_loss(out, TrainSettings()))
 
 
 def test_test_time_reorganisation():
     torch.manual_seed(0)
-    wsi, omics = inputs()
+    wsi, second = inputs()
     model = HDMoE(SMALL).eval()
     with torch.no_grad():
-        assert torch.equal(model(wsi, omics)["hazards"], model(wsi, omics)["hazards"])
+        assert torch.equal(model(wsi, second)["hazards"], model(wsi, second)["hazards"])
     reference = HDMoE(SMALL, test_rfr="random", seed=5).eval()
     with torch.no_grad():
-        first = [reference(wsi, omics)["hazards"] for _ in range(5)]
+        first = [reference(wsi, second)["hazards"] for _ in range(5)]
         reference.reseed(5)
-        second = [reference(wsi, omics)["hazards"] for _ in range(5)]
-    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+        again = [reference(wsi, second)["hazards"] for _ in range(5)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert any(not torch.equal(first[0], h) for h in first[1:])
 
 
@@ -95,3 +100,35 @@ def test_exactly_one_second_modality():
         HDMoE()
     with pytest.raises(ValueError, match="exactly one of omic_sizes"):
         HDMoE(SMALL, mri_channels=5)
+
+
+@pytest.mark.parametrize("call_every_expert", [True, False])
+def test_unselected_experts_move_only_when_every_expert_is_called(call_every_expert):
+    """The authors call every routed expert: unselected ones get zero gradients, so Adam's decay moves them."""
+    torch.manual_seed(0)
+    model = HDMoE(SMALL, seed=1, call_every_expert=call_every_expert).train()
+    flipped = copy.deepcopy(model)
+    for moe in (flipped.genomic_moe, flipped.wsi_moe, flipped.fusion_moe):
+        moe.call_every_expert = not call_every_expert
+    torch.manual_seed(2)
+    out = model(*inputs())
+    torch.manual_seed(2)
+    assert torch.equal(out["hazards"], flipped(*inputs())["hazards"])  # the switch leaves the forward alone
+    chosen = int(out["genomic_router"][0, 0].argmax())
+    unselected = model.genomic_moe.experts[(chosen + 1) % 8][0].weight
+    before = unselected.detach().clone()
+    optimiser = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-5)
+    (out["hazards"].sum() + model.auxiliary_loss(out, TrainSettings())).backward()
+    optimiser.step()
+    if call_every_expert:
+        assert unselected.grad is not None and not unselected.grad.any()
+        assert not torch.equal(unselected.detach(), before)
+    else:
+        assert unselected.grad is None and torch.equal(unselected.detach(), before)
+
+
+def test_reference_preset_calls_every_expert():
+    inputs_ = Inputs(("wsi", "genomics"), 1024, tuple(SMALL))
+    for preset, expected in (("reference", True), ("paper", False)):
+        model = build_model("hdmoe", inputs_, ModelChoice(preset=preset))
+        assert all(moe.call_every_expert is expected for moe in (model.genomic_moe, model.wsi_moe, model.fusion_moe))

@@ -11,7 +11,8 @@ import SimpleITK as sitk
 from model.data import read_mri
 from workflow.demo.design import LIVER_SEQUENCES, DemoSpec, truth_table
 from workflow.demo.make import make_mri
-from workflow.mri import MRIError, ROISettings, crop_patient, gather_rois, qc_picture, roi_settings, write_patient_roi
+from workflow.mri import MRIError, ROISettings, crop_patient, qc_picture, roi_settings
+from workflow.roi_file import SEQUENCES, gather_rois, read_rois, write_patient_roi
 
 SEQ = list(LIVER_SEQUENCES)
 
@@ -137,14 +138,14 @@ def test_patient_files_gather_into_one_cohort_file(patient, tmp_path):
     qc_picture(tmp_path / "qc.png", "A", roi, SEQ)
     assert (tmp_path / "qc.png").stat().st_size > 5000
     assert gather_rois(paths, tmp_path / "roi.h5", {"cohort": "c"}) == 2
+    patients, channels, masks = read_rois(tmp_path / "roi.h5")
+    assert patients == ["A", "B"] and channels.shape == (2, 5, 8, 8, 8) and masks.shape == (2, 8, 8, 8)
     with h5py.File(tmp_path / "roi.h5") as h5:
-        assert h5["channels"].shape == (2, 5, 8, 8, 8) and h5["masks"].shape == (2, 8, 8, 8)
-        assert [p.decode() for p in h5["patients"][:]] == ["A", "B"] and list(h5.attrs["sequences"]) == SEQ
+        assert list(h5.attrs[SEQUENCES]) == SEQ and h5.attrs["cohort"] == "c"
         assert h5["spacing"].shape == (2, 3) and h5["present"][:].all()
-        first = h5["channels"][0]
-    volumes, masks = read_mri(tmp_path / "roi.h5", ["B", "A"])  # what training reads, in cohort order
-    assert volumes.shape == (2, 5, 8, 8, 8) and masks.dtype == bool and masks[1].any()
-    assert np.array_equal(volumes[1], first)
+    volumes, tumours = read_mri(tmp_path / "roi.h5", ["B", "A"])  # what training reads, in cohort order
+    assert volumes.shape == (2, 5, 8, 8, 8) and tumours.dtype == bool and np.array_equal(tumours[1], masks[0] > 0)
+    assert np.array_equal(volumes[1], channels[0])
 
 
 @pytest.mark.realdata

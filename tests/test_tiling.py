@@ -18,11 +18,12 @@ from workflow.demo.design import item_rng
 from workflow.demo.svs import write_aperio_svs
 from workflow.slides import SlideError
 from workflow.tiling import qc
+from workflow.tiling.coords import CoordsError, PatchGeometry, read_coords
 from workflow.tiling.grid import choose_patch_spec, clam_grid, global_grid, keeps
 from workflow.tiling.params import CLAM_REF_PATCH_MM2, preset, tiling_params
 from workflow.tiling.segment import Tissue, area_thresholds, choose_seg_level, read_seg_image
 from workflow.tiling.summary import summary
-from workflow.tiling.tile import TileOutputs, read_tiling_attrs, tile_slide
+from workflow.tiling.tile import TileOutputs, tile_slide
 
 # The test tissue is the demo layout enlarged 2x (about 1.3 mm² of tissue): still small enough to
 # render quickly, large enough that CLAM's segmentation at 16x is accurate to a few per cent.
@@ -75,7 +76,7 @@ def test_kept_patches_respect_tissue_and_holes(pair, keep, tmp_path):
     mpp = 0.25
     path, layout = pair[mpp]
     attrs = tile_slide("s", path, tiling_params(KEEP_ALL | {"keep": keep}), outputs(tmp_path))
-    coords = read_coords(tmp_path / "s.h5")
+    coords = read_coords(tmp_path / "s.h5").xy
     size_um = attrs["patch_size_level0"] * mpp
     # Median blur and closing move the contour locally by a few segmentation pixels (4 µm here).
     seg_px_um = 5 * attrs["seg_downsample"][0] * mpp
@@ -99,16 +100,11 @@ def in_blob(layout, x, y, tolerance_um):
     )
 
 
-def read_coords(path):
-    with h5py.File(path) as h5:
-        return h5["coords"][:]
-
-
 def test_40x_and_20x_give_the_same_physical_grid(pair, tmp_path):
     grids = {}
     for mpp, (path, _) in pair.items():
         tile_slide("s", path, tiling_params(KEEP_ALL), outputs(tmp_path, f"s{mpp}"))
-        coords_um = read_coords(tmp_path / f"s{mpp}.h5") * mpp
+        coords_um = read_coords(tmp_path / f"s{mpp}.h5").xy * mpp
         assert np.all(coords_um % 128 == 0)  # one lattice of 128 µm patches
         grids[mpp] = {tuple(c) for c in coords_um.astype(int)}
     a, b = grids[0.25], grids[0.5]
@@ -141,6 +137,20 @@ def test_patch_spec_from_resolution(mpp, downsamples, expected):
     assert (spec.read_level, spec.read_size, spec.size_level0) == expected
 
 
+@pytest.mark.parametrize(
+    ("mpp", "downsamples", "expected"),
+    [
+        (0.25, (1, 2, 8), (0, 512, 512)),  # CLAM's recipe reads level 0 even where a 20x level exists
+        (0.2527, (1, 2.0005, 8), (0, 512, 512)),
+        (0.5, (1, 4), (0, 256, 256)),
+        (0.121, (1, 4, 16), (0, 1024, 1024)),
+    ],
+)
+def test_clam_compatible_patch_spec_reads_level_0(mpp, downsamples, expected):
+    spec = choose_patch_spec(mpp, downsamples, 0.5, 256, 0.1, "s", level0_only=True)
+    assert (spec.read_level, spec.read_size, spec.size_level0) == expected
+
+
 def test_slide_coarser_than_target_is_refused():
     with pytest.raises(SlideError, match=r"slide s: its finest level is 1.000 µm/px, coarser than the target 0.5"):
         choose_patch_spec(1.0, (1, 4), 0.5, 256, 0.1, "s")
@@ -157,7 +167,7 @@ def test_presets_and_area_units():
         and params.seg.a_t == pytest.approx(100 * CLAM_REF_PATCH_MM2)
     )
     clam = tiling_params({"clam_compatible": True})
-    assert (clam.grid, clam.area_unit, clam.seg.a_t) == ("clam", "clam", 16)
+    assert (clam.grid, clam.area_unit, clam.seg.a_t, clam.clam_compatible) == ("clam", "clam", 16, True)
     with pytest.raises(ValueError, match="unknown tiling preset 'tcgaa'"):
         tiling_params({"preset": "tcgaa"})
     # CLAM's reference-patch units truncate to int at the segmentation level; mm² follow the scan resolution.
@@ -191,7 +201,8 @@ def test_clam_grid_is_per_contour_with_its_quirks():
     coords = clam_grid(tissue_, 256, (1.0, 1.0), "center")
     first = [(x, y) for x in (0, 256, 512, 768) for y in (0, 256)]  # x outer, y inner (meshgrid 'ij')
     second = [(x, y) for x in (600, 856, 1112) for y in (100, 356)]
-    assert [tuple(c) for c in coords] == first + second  # third piece has one patch: CLAM drops it
+    # The third piece has one patch: CLAM keeps it since August 2023 (`len(results) > 0`).
+    assert [tuple(c) for c in coords] == [*first, *second, (3000, 0)]
     merged = global_grid(tissue_, 256, (4000, 1000), "center")
     assert len({tuple(c) for c in merged}) == len(merged)  # the global grid never duplicates
     assert all(x % 256 == 0 and y % 256 == 0 for x, y in merged)
@@ -246,7 +257,10 @@ def test_pixel_filter_drops_background_patches(pair, tmp_path):
         "s", path, tiling_params(KEEP_ALL | {"pixel_filter": True, "max_white_fraction": 0.3}), outputs(tmp_path, "b")
     )
     assert strict["pixel_filter_dropped"] > 0
-    assert len(read_coords(tmp_path / "b.h5")) == len(read_coords(tmp_path / "a.h5")) - strict["pixel_filter_dropped"]
+    assert (
+        len(read_coords(tmp_path / "b.h5").xy)
+        == len(read_coords(tmp_path / "a.h5").xy) - strict["pixel_filter_dropped"]
+    )
     assert loose["pixel_filter_dropped"] == 0
 
 
@@ -270,7 +284,7 @@ def test_exclude_mode_records_the_reason(tmp_path):
         out = outputs(tmp_path, name)
         attrs = tile_slide(name, path, tiling_params({}), out, on_error="exclude")
         assert attrs["status"] == "excluded"
-        assert len(read_coords(out.coords)) == 0 and cv2.imread(out.mask) is not None
+        assert len(read_coords(out.coords).xy) == 0 and cv2.imread(out.mask) is not None
         rows.append(out.coords)
     table = summary(rows).set_index("slide_id")
     assert list(table["status"]) == ["excluded"] * 3
@@ -303,21 +317,42 @@ def test_a_crash_leaves_no_final_file(pair, tmp_path, monkeypatch):
     assert [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []
 
 
+def test_clam_compatible_reads_level_0_where_a_20x_level_exists(tmp_path):
+    """CLAM's recipe on a 40x scan patches level 0 at 512 px; the default reads the 20x level at 256."""
+    rng = item_rng(77, 1)
+    layout = tissue.random_layout(rng)
+    path = tmp_path / "s.svs"
+    tissue.write_slide(path, layout, tissue.appearance(layout, 0.0, rng), 0.25, 40, (1, 2, 8))
+    clam = tile_slide("s", path, tiling_params({"clam_compatible": True, "seg": {"a_t": 1}}), outputs(tmp_path, "c"))
+    assert (clam["patch_level"], clam["patch_size"], clam["patch_size_level0"]) == (0, 512, 512)
+    tiles = read_coords(tmp_path / "c.h5")
+    assert tiles.clam_compatible and tiles.geometry == PatchGeometry(0, 512, 512, (1.0, 1.0))
+    default = tile_slide("s", path, tiling_params({}), outputs(tmp_path, "d"))
+    assert (default["read_level"], default["read_size"], default["patch_size_level0"]) == (1, 256, 512)
+    assert not read_coords(tmp_path / "d.h5").clam_compatible
+
+
+def test_coords_reader_refuses_foreign_files(tmp_path):
+    with h5py.File(tmp_path / "x.h5", "w") as h5:
+        h5["coords"] = np.zeros((3, 2), np.int64)
+    with pytest.raises(CoordsError, match=r"x.h5: dataset 'coords' has neither 'read_level'.*nor 'patch_level'"):
+        read_coords(tmp_path / "x.h5")
+
+
 def test_summary_reads_attributes(pair, tmp_path):
     path, _ = pair[0.25]
     out = outputs(tmp_path)
     tile_slide("S", path, tiling_params({}), out)
     row = summary([out.coords]).iloc[0]
     assert row["slide_id"] == "S" and row["status"] == "ok" and row["read_size"] == 512
-    assert row["patches"] == len(read_coords(out.coords)) and row["mpp"] == 0.25
-    assert read_tiling_attrs(out.coords)["patches"] == row["patches"]
+    assert row["patches"] == len(read_coords(out.coords).xy) and row["mpp"] == 0.25
 
 
 def test_real_cmu_small_region_tiles_at_level_0(cmu_small_region, tmp_path):
     attrs = tile_slide("CMU-1-Small-Region", cmu_small_region, tiling_params({}), outputs(tmp_path))
     assert (attrs["read_level"], attrs["read_size"]) == (0, 256)
     # 2220 x 2967 px at 0.499 µm/px: at most 8 x 11 = 88 grid positions, about half of it tissue.
-    assert 25 <= len(read_coords(tmp_path / "s.h5")) <= 88
+    assert 25 <= len(read_coords(tmp_path / "s.h5").xy) <= 88
     assert attrs["slide_mpp"] == pytest.approx(0.499)
 
 
@@ -329,7 +364,7 @@ def test_real_bad_and_unlabelled_slides(shared_data, tmp_path):
     attrs = tile_slide(
         "TS1", wsi / "TCGA-CR-7395-01A-01-TS1.svs", tiling_params({}), outputs(tmp_path), mpp_override=0.5
     )
-    assert attrs["read_size"] == 256 and len(read_coords(tmp_path / "s.h5")) > 20
+    assert attrs["read_size"] == 256 and len(read_coords(tmp_path / "s.h5").xy) > 20
     for name, why in (("small_dicom_wsi.dcm", "DICOM"), ("kidney-48-5-nonpyramidal.tif", "non-pyramidal")):
         with pytest.raises(SlideError, match=why):
             tile_slide(name, wsi / name, tiling_params({}), outputs(tmp_path))

@@ -17,9 +17,12 @@ import tifffile
 import torch
 import yaml
 
+from model.config import training_config
+from model.registry import cohort_models
 from model.splits import write_mcat_split
 from tests.conftest import ROOT
 from workflow.genomics import read_pathways
+from workflow.sources import code_hash, import_closure
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 
@@ -33,6 +36,7 @@ def run(args, cwd, check=True):
     return done
 
 
+@pytest.mark.integration
 def test_snakemake_lint_is_clean():
     done = run([*SNAKEMAKE, "--lint"], ROOT, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -43,6 +47,7 @@ def test_snakefmt_check_is_clean():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.integration
 def test_dry_run_of_the_full_dag():
     done = run([*SNAKEMAKE, "-n", "--forceall", "--quiet", "rules"], ROOT)
     counts = dict(
@@ -50,7 +55,9 @@ def test_dry_run_of_the_full_dag():
     )
     from workflow.cohort import load_cohorts
 
-    cohorts = load_cohorts(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    training = training_config(config["training"])
+    cohorts = load_cohorts(config["cohorts"], training)
     n_slides = sum(len(c.slide_ids) for c in cohorts.values())
     assert int(counts["demo_cohort"]) == 1
     assert int(counts["inventory_slides"]) == len(cohorts)
@@ -61,18 +68,37 @@ def test_dry_run_of_the_full_dag():
     assert int(counts["build_pathways"]) == sum("genomics" in c.modalities for c in cohorts.values())
     assert int(counts["crop_mri"]) == sum(len(c.patient_ids) for c in cohorts.values() if c.mri is not None)
     assert int(counts["gather_mri"]) == sum("mri" in c.modalities for c in cohorts.values())
-    from model.registry import applies
-
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     models = {
-        name: [m for m in (spec.get("models") or config["training"]["models"]) if applies(m, set(spec["modalities"]))]
-        for name, spec in config["cohorts"].items()
+        name: cohort_models(name, cohort.modalities, config["cohorts"][name].get("models"), training.models)
+        for name, cohort in cohorts.items()
     }
     assert models["demo_tcga"] == ["deref", "hdmoe", "snn", "abmil", "transmil", "concat_mlp", "coxph"]
     assert int(counts["make_splits"]) == len(cohorts)
-    assert int(counts["train_fold"]) == config["training"]["folds"] * sum(len(m) for m in models.values())
+    assert int(counts["train_fold"]) == training.folds * sum(len(m) for m in models.values())
     assert int(counts["evaluate_model"]) == sum(len(m) for m in models.values())
     assert int(counts["summary_table"]) == 1
+
+
+def test_training_code_covers_every_library_module_the_training_script_imports(tmp_path):
+    """The params hash that retrains models follows imports through model/ and workflow/, lazy ones included."""
+    closure = [p.relative_to(ROOT).as_posix() for p in import_closure(ROOT / "scripts" / "train_fold.py", ROOT)]
+    assert {"model/__init__.py", "model/fold.py", "model/train.py", "model/data.py", "model/config.py"} <= set(closure)
+    assert {"model/coxph.py", "workflow/__init__.py", "workflow/features/__init__.py"} <= set(closure)
+    assert {"model/evaluate.py", "workflow/plots.py", "workflow/cohort.py"}.isdisjoint(closure)
+    # a package of its own, imported as a module, from a package and relatively inside a function
+    (tmp_path / "lib" / "sub").mkdir(parents=True)
+    (tmp_path / "lib" / "__init__.py").write_text("")
+    (tmp_path / "lib" / "sub" / "__init__.py").write_text("")
+    (tmp_path / "lib" / "sub" / "a.py").write_text("def f():\n    from . import b\n")
+    (tmp_path / "lib" / "sub" / "b.py").write_text("import os\n")
+    (tmp_path / "lib" / "c.py").write_text("x = 1\n")
+    (tmp_path / "script.py").write_text("import lib.sub.a\nfrom lib import c\nimport numpy\n")
+    found = import_closure(tmp_path / "script.py", tmp_path, packages=("lib",))
+    names = ["lib/__init__.py", "lib/c.py", "lib/sub/__init__.py", "lib/sub/a.py", "lib/sub/b.py"]
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == names
+    before = code_hash(found)
+    (tmp_path / "lib" / "sub" / "b.py").write_text("import sys\n")
+    assert code_hash(found) != before
 
 
 def tiny_config(tmp_path, n_patients=6):
@@ -194,7 +220,7 @@ def test_demo_run_makes_real_cohorts(tmp_path):
                 assert (evaluation / figure).stat().st_size > 5_000
     genomics_only = tmp_path / "results" / "tiny_genomics"
     root = tmp_path / "resources" / "demo" / "tiny_genomics"
-    assert sorted(p.name for p in root.iterdir()) == ["genomics.csv", "signatures.csv", "truth.tsv"]
+    assert sorted(p.name for p in root.iterdir()) == ["genomics.csv", "sheets", "signatures.csv", "truth.tsv"]
     assert sorted(p.name for p in genomics_only.iterdir()) == ["evaluation", "genomics", "models", "splits"]
     truth = pd.read_csv(root / "truth.tsv", sep="\t", dtype={"patient_id": str})
     assert read_pathways(genomics_only / "genomics" / "pathways.h5")[0] == list(truth["patient_id"])
@@ -236,6 +262,7 @@ def summary(stdout: str) -> list[list[str]]:
     return [line.split("\t") for line in stdout.splitlines() if "\t" in line and not line.startswith("output_file")]
 
 
+@pytest.mark.integration
 def test_training_jobs_wait_only_for_the_modalities_their_model_reads(tmp_path):
     """A genomics-only model's job has no slide features among its inputs: it never waits for them."""
     tiny_config(tmp_path)
@@ -261,6 +288,7 @@ def test_training_jobs_wait_only_for_the_modalities_their_model_reads(tmp_path):
         assert bool(features) == ("wsi" in reads[cohort, model]), (cohort, model)
 
 
+@pytest.mark.integration
 def test_a_configfile_replaces_the_default_config(tmp_path):
     """--configfile runs its own cohorts only (Snakemake would merge it into config/config.yaml's)."""
     config = tiny_config(tmp_path)
@@ -273,6 +301,7 @@ def test_a_configfile_replaces_the_default_config(tmp_path):
     assert [path for path, *_ in outputs if not path.startswith(prefixes)] == []
 
 
+@pytest.mark.integration
 def test_folds_are_checked_when_snakemake_starts(tmp_path):
     """MCAT splits with an event-free held-out fold warn; folds the patients cannot fill stop -n."""
     from workflow.cohort import load_cohort
@@ -297,6 +326,7 @@ def test_folds_are_checked_when_snakemake_starts(tmp_path):
 
 
 @pytest.mark.realdata
+@pytest.mark.integration
 def test_documented_tcga_genomics_config_plans_mcat_folds_and_no_slide_job(shared_data):
     """config/examples/tcga_blca_genomics.yaml, dry run on the real table: 5 folds per model, slides untouched."""
     configfile = ROOT / "config" / "examples" / "tcga_blca_genomics.yaml"
@@ -313,6 +343,7 @@ def test_documented_tcga_genomics_config_plans_mcat_folds_and_no_slide_job(share
     assert not slide_rules & {rule for _, _, rule, *_ in outputs}
 
 
+@pytest.mark.integration
 def test_bad_user_sheet_stops_the_run_with_its_message(tmp_path):
     (tmp_path / "config").mkdir()
     pd.DataFrame(
@@ -340,6 +371,7 @@ def test_bad_user_sheet_stops_the_run_with_its_message(tmp_path):
     assert "patients sheet p.tsv: duplicated patient_id: line 2 (P1), line 3 (P1)" in done.stdout + done.stderr
 
 
+@pytest.mark.integration
 def test_unknown_config_key_is_rejected(tmp_path):
     config = tiny_config(tmp_path)
     config["cohorts"]["tiny_tcga"]["demo"]["sede"] = 1

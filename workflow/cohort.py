@@ -2,8 +2,8 @@
 
 Every error names the sheet, the line (as a spreadsheet shows it: the header is line 1), the ID
 and the column, and says what is expected, so a user can fix the sheet without reading code.
-A demo cohort's sheets come from its seed (``workflow.demo.design``) instead of files, and go
-through the same checks except for file existence: the demo_cohort rule makes those files.
+A demo cohort is read as the real cohort its files make (``workflow.demo.sheets``): its sheets
+are known from its seed before the demo_cohort rule writes them, and its files are not required yet.
 A cohort with genomics and no patients sheet takes its patients and outcomes from the genomics
 table. ``check_folds`` refuses, at parse time, folds and time bins its outcomes cannot fill.
 """
@@ -25,17 +25,9 @@ import pandas as pd
 import yaml
 
 from model.bins import time_bin_edges
+from model.config import TrainingConfig
 from model.registry import MODALITIES
-from workflow.demo.design import (
-    LIVER_SEQUENCES,
-    DemoSpec,
-    genomics_files,
-    mri_sheet,
-    patients_sheet,
-    slides_sheet,
-    slides_table,
-    truth_table,
-)
+from workflow.demo.sheets import DemoCohort
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "config" / "schemas"
 SHEETS = {"patients": "patient_id", "slides": "slide_id", "mri": "patient_id"}
@@ -134,6 +126,14 @@ def _without(patients: pd.DataFrame, df: pd.DataFrame, what: str, source: str, p
         )
 
 
+def _sheet(path: str, kind: str, made: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """A sheet from its file or, for a sheet a rule makes, from the content it will have."""
+    if path not in made:
+        return read_sheet(path, kind)
+    validate_sheet(made[path], kind, f"{kind} sheet {path}")
+    return made[path]
+
+
 def _missing_files(paths: Mapping[str, str], source: str) -> None:
     missing = [f"{label}: {p}" for label, p in paths.items() if not Path(p).exists()]
     if missing:
@@ -154,7 +154,7 @@ class Cohort:
     mri: pd.DataFrame | None = None
     sequences: tuple[str, ...] = ()
     genomics: dict[str, str] = field(default_factory=dict)
-    demo: DemoSpec | None = None
+    demo: DemoCohort | None = None
 
     @property
     def patient_ids(self) -> list[str]:
@@ -163,16 +163,6 @@ class Cohort:
     @property
     def slide_ids(self) -> list[str]:
         return [] if self.slides is None else list(self.slides.index)
-
-
-def _demo_sheets(name: str, spec: DemoSpec) -> dict[str, pd.DataFrame]:
-    truth = truth_table(spec)
-    sheets = {"patients": patients_sheet(truth)}
-    if "wsi" in spec.modalities:
-        sheets["slides"] = slides_sheet(name, slides_table(spec, truth))
-    if "mri" in spec.modalities:
-        sheets["mri"] = mri_sheet(name, truth)
-    return sheets
 
 
 def genomics_outcomes(path: str | os.PathLike[str], patient_column: str) -> pd.DataFrame:
@@ -223,41 +213,37 @@ def load_cohort(name: str, cfg: Mapping[str, Any]) -> Cohort:
             f"{where}: {', '.join(f'{k}:' for k in stray)} given, but its modalities {list(modalities)} lack "
             f"{', '.join(MODALITY_KEYS[k] for k in stray)}; add the modality or remove the key"
         )
-    gcfg = dict(cfg.get("genomics", {}))
-    demo = None
+    # Sheets and files a rule makes (the demo_cohort rule): sheet content by path, and file paths.
+    demo, made, pending = None, {}, ()
     if cfg.get("demo"):
         try:
-            demo = DemoSpec(**cfg["demo"], modalities=modalities)
+            demo = DemoCohort.from_config(name, cfg)
         except ValueError as err:
             raise CohortError(f"{where}: {err}") from None
-        gcfg = {**genomics_files(name), "patient_column": "case_id"} | gcfg
-        sheets = _demo_sheets(name, demo)
-        for kind, df in sheets.items():
-            validate_sheet(df, kind, f"{where} demo {kind}")
-        sources = {kind: f"{where} demo {kind} sheet" for kind in sheets}
-    else:
-        if "genomics" in modalities:
-            absent = [k for k in ("table", "signatures") if not gcfg.get(k)]
-            if absent:
-                raise CohortError(
-                    f"{where}: genomics: lacks {', '.join(absent)} (paths of the MCAT table and signatures.csv)"
-                )
-        needed = {}
-        if cfg.get("patients") or "genomics" not in modalities:
-            needed["patients"] = cfg.get("patients")
-        if "wsi" in modalities:
-            needed["slides"] = cfg.get("slides")
-        if "mri" in modalities:
-            needed["mri"] = cfg.get("mri", {}).get("sheet")
-        absent = [k for k, v in needed.items() if not v]
+        cfg, made, pending = demo.config(cfg), demo.sheets, demo.files
+    gcfg = dict(cfg.get("genomics", {}))
+    if "genomics" in modalities:
+        absent = [k for k in ("table", "signatures") if not gcfg.get(k)]
         if absent:
-            keys = ", ".join("mri: sheet:" if k == "mri" else f"{k}:" for k in absent)
-            raise CohortError(f"{where}: config lacks {keys} (path of the sheet); see config/README.md")
-        sheets = {kind: read_sheet(path, kind) for kind, path in needed.items()}
-        sources = {kind: f"{kind} sheet {path}" for kind, path in needed.items()}
-        if "patients" not in sheets:
-            sheets["patients"] = genomics_outcomes(gcfg["table"], gcfg.get("patient_column", "case_id"))
-            sources["patients"] = f"genomics table {gcfg['table']}"
+            raise CohortError(
+                f"{where}: genomics: lacks {', '.join(absent)} (paths of the MCAT table and signatures.csv)"
+            )
+    needed = {}
+    if cfg.get("patients") or "genomics" not in modalities:
+        needed["patients"] = cfg.get("patients")
+    if "wsi" in modalities:
+        needed["slides"] = cfg.get("slides")
+    if "mri" in modalities:
+        needed["mri"] = cfg.get("mri", {}).get("sheet")
+    absent = [k for k, v in needed.items() if not v]
+    if absent:
+        keys = ", ".join("mri: sheet:" if k == "mri" else f"{k}:" for k in absent)
+        raise CohortError(f"{where}: config lacks {keys} (path of the sheet); see config/README.md")
+    sheets = {kind: _sheet(path, kind, made) for kind, path in needed.items()}
+    sources = {kind: f"{kind} sheet {path}" for kind, path in needed.items()}
+    if "patients" not in sheets:
+        sheets["patients"] = genomics_outcomes(gcfg["table"], gcfg.get("patient_column", "case_id"))
+        sources["patients"] = f"genomics table {gcfg['table']}"
 
     patients = sheets["patients"]
     _duplicates(patients, ["patient_id"], sources["patients"])
@@ -272,7 +258,7 @@ def load_cohort(name: str, cfg: Mapping[str, Any]) -> Cohort:
         cohort.slides = slides.set_index("slide_id", drop=False)
     if "mri" in modalities:
         mri = sheets["mri"]
-        sequences = cfg.get("mri", {}).get("sequences") or (LIVER_SEQUENCES if demo is not None else None)
+        sequences = cfg.get("mri", {}).get("sequences")
         if not sequences:
             raise CohortError(f"{where}: config lacks mri: sequences: (the sequence names, in channel order)")
         cohort.sequences = tuple(sequences)
@@ -299,8 +285,7 @@ def load_cohort(name: str, cfg: Mapping[str, Any]) -> Cohort:
     if "genomics" in modalities:
         files |= {"genomics table": gcfg["table"], "signatures": gcfg["signatures"]}
         cohort.genomics = gcfg
-    if demo is None:
-        _missing_files(files, where)
+    _missing_files({label: p for label, p in files.items() if p not in pending}, where)
     return cohort
 
 
@@ -312,7 +297,7 @@ def _fills_bins(times: np.ndarray, censorship: np.ndarray, n_bins: int) -> bool:
     return True
 
 
-def check_folds(cohort: Cohort, training: Mapping[str, Any], splits: str | os.PathLike[str] | None) -> None:
+def check_folds(cohort: Cohort, training: TrainingConfig, splits: str | os.PathLike[str] | None) -> None:
     """Refuse at parse time what would stop a job minutes later, and warn of folds with no C-index.
 
     Errors: fewer patients or events than training.folds, or event times that cannot fill
@@ -321,7 +306,7 @@ def check_folds(cohort: Cohort, training: Mapping[str, Any], splits: str | os.Pa
     events over the folds, so with at least one event per fold every held-out part holds one.
     """
     where = f"cohort '{cohort.name}'"
-    folds, n_bins = int(training["folds"]), int(training["n_bins"])
+    folds, n_bins = training.folds, training.n_bins
     times = cohort.patients["survival_months"].to_numpy(float)
     censorship = cohort.patients["censorship"].to_numpy(int)
     n_patients, n_events = len(times), int((censorship == 0).sum())
@@ -353,7 +338,7 @@ def check_folds(cohort: Cohort, training: Mapping[str, Any], splits: str | os.Pa
     from model.splits import cohort_splits
 
     try:
-        given = cohort_splits(cohort.patients, folds, int(training["seed"]), n_bins, splits)
+        given = cohort_splits(cohort.patients, folds, training.seed, n_bins, splits)
     except ValueError as err:
         raise CohortError(f"{where}: {err}") from None
     for fold, (_, held_out) in enumerate(given):
@@ -367,10 +352,10 @@ def check_folds(cohort: Cohort, training: Mapping[str, Any], splits: str | os.Pa
             )
 
 
-def load_cohorts(config: Mapping[str, Any]) -> dict[str, Cohort]:
-    """All cohorts of a validated config, each checked by load_cohort and check_folds."""
+def load_cohorts(config: Mapping[str, Any], training: TrainingConfig) -> dict[str, Cohort]:
+    """All cohorts of a validated ``cohorts:`` block, each checked by load_cohort and check_folds."""
     cohorts = {}
-    for name, cfg in config["cohorts"].items():
+    for name, cfg in config.items():
         cohorts[name] = load_cohort(name, cfg)
-        check_folds(cohorts[name], config["training"], cfg.get("splits"))
+        check_folds(cohorts[name], training, cfg.get("splits"))
     return cohorts

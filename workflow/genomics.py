@@ -5,7 +5,11 @@ column by accident). Genomic columns are ``<GENE>_rnaseq``, ``<GENE>_cnv`` and `
 un-suffixed 0/1 columns (TCGA-UCEC's mutation calls) count as ``_mut`` only when configured. For
 each family of signatures.csv, the columns ``<gene>_<kind>`` present for the configured kinds are
 taken, sorted by name, as MCAT does. Standardisation belongs to training (fit on a fold's training
-patients only): ``Standardizer`` is that transform.
+patients only, ``model.data.Standardizer``).
+
+pathways.h5, written and read here only: dataset ``PATIENTS`` at the root, attribute ``FAMILIES``
+(names in order), and per family a group ``FAMILY_GROUP.format(i)`` with attribute ``NAME`` and
+datasets ``VALUES`` (patients x features) and ``COLUMNS``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import h5py
@@ -35,6 +39,13 @@ METADATA = (
     "train",
 )
 _SUFFIX = re.compile(r"^(?P<gene>.+)_(?P<kind>rnaseq|cnv|mut)$")
+
+PATIENTS = "patients"
+FAMILIES = "families"
+FAMILY_GROUP = "family_{}"
+NAME = "name"
+VALUES = "values"
+COLUMNS = "columns"
 
 
 class GenomicsError(ValueError):
@@ -191,29 +202,29 @@ def write_pathways(
     patients: Sequence[str],
     attrs: Mapping[str, object],
 ) -> None:
-    """One HDF5: per family a group with ``values`` (patients x features) and ``columns``; ``patients`` at the root."""
+    """pathways.h5: the patients, then per family its matrix (rows in ``patients`` order) and column names."""
     strings = h5py.string_dtype()
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset("patients", data=np.asarray(patients, dtype=object), dtype=strings)
-        h5.attrs["families"] = [f.name for f in families]
+        h5.create_dataset(PATIENTS, data=np.asarray(patients, dtype=object), dtype=strings)
+        h5.attrs[FAMILIES] = [f.name for f in families]
         for key, value in attrs.items():
             h5.attrs[key] = value
         for i, family in enumerate(families):
-            group = h5.create_group(f"family_{i}")
-            group.attrs["name"] = family.name
-            group.create_dataset("values", data=matrices[family.name])
-            group.create_dataset("columns", data=np.asarray(family.columns, dtype=object), dtype=strings)
+            group = h5.create_group(FAMILY_GROUP.format(i))
+            group.attrs[NAME] = family.name
+            group.create_dataset(VALUES, data=matrices[family.name])
+            group.create_dataset(COLUMNS, data=np.asarray(family.columns, dtype=object), dtype=strings)
 
 
 def read_pathways(path: str | os.PathLike[str]) -> tuple[list[str], dict[str, np.ndarray], dict[str, list[str]]]:
     """Patients, matrices and column names per family, in the file's family order."""
     with h5py.File(path, "r") as h5:
-        patients = [p.decode() if isinstance(p, bytes) else p for p in h5["patients"][:]]
+        patients = [p.decode() if isinstance(p, bytes) else p for p in h5[PATIENTS][:]]
         matrices, columns = {}, {}
-        for i in range(len(h5.attrs["families"])):
-            group = h5[f"family_{i}"]
-            matrices[group.attrs["name"]] = group["values"][:]
-            columns[group.attrs["name"]] = [c.decode() if isinstance(c, bytes) else c for c in group["columns"][:]]
+        for i in range(len(h5.attrs[FAMILIES])):
+            group = h5[FAMILY_GROUP.format(i)]
+            matrices[group.attrs[NAME]] = group[VALUES][:]
+            columns[group.attrs[NAME]] = [c.decode() if isinstance(c, bytes) else c for c in group[COLUMNS][:]]
     return patients, matrices, columns
 
 
@@ -228,41 +239,3 @@ def family_report(families: Sequence[Family]) -> pd.DataFrame:
             "missing_genes": [",".join(f.missing_genes) for f in families],
         }
     )
-
-
-class Standardizer:
-    """Per-column z-scores fit on training patients only, applied to any patients of the fold.
-
-    Constant columns get unit scale. ``clip`` bounds extreme z-scores (TCGA RNA-seq has outliers
-    in the thousands); off by default, as in MCAT, DeReF and HDMoE.
-    """
-
-    def __init__(self, clip: float | None = None) -> None:
-        self.clip = clip
-        self.mean_: np.ndarray | None = None
-        self.scale_: np.ndarray | None = None
-
-    def fit(self, train: np.ndarray) -> Standardizer:
-        return self.fit_parts([train])
-
-    def fit_parts(self, parts: Iterable[np.ndarray]) -> Standardizer:
-        """Fit on the rows of several matrices as if stacked (patch bags), in float64 without stacking."""
-        count, total, squares = 0, 0.0, 0.0
-        for part in parts:
-            part = np.asarray(part, np.float64)
-            count, total = count + len(part), total + part.sum(axis=0)
-            squares = squares + np.square(part).sum(axis=0)
-        if count == 0:
-            raise ValueError("Standardizer.fit on no rows")
-        self.mean_ = total / count
-        scale = np.sqrt(np.maximum(squares / count - np.square(self.mean_), 0.0))
-        self.scale_ = np.where(scale > 1e-12 * np.maximum(np.abs(self.mean_), 1.0), scale, 1.0)
-        return self
-
-    def transform(self, values: np.ndarray) -> np.ndarray:
-        if self.mean_ is None or self.scale_ is None:
-            raise RuntimeError("Standardizer.transform before fit")
-        z = (values - self.mean_) / self.scale_
-        if self.clip is not None:
-            z = np.clip(z, -self.clip, self.clip)
-        return z.astype(np.float32)

@@ -4,7 +4,8 @@ The output grid is the mask's tumour bounding box plus a margin in millimetres, 
 orientation, sampled at ``roi_shape`` voxels (D, H, W = slices, rows, columns). Each sequence is
 resampled onto it directly from its own grid with SimpleITK (linear; nearest for the mask), so
 sequences with other spacings or fields of view are handled and nothing is interpolated twice.
-Intensities are then normalised per sequence, by default z-scored over the tumour voxels.
+Intensities are then normalised per sequence, by default z-scored over the tumour voxels. The
+ROI files are written and read by ``workflow.roi_file``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import h5py
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
 from workflow.io import atomic_path
+from workflow.roi_file import PatientROI
 
 NORMALISATIONS = ("zscore", "none", "percentile")
 
@@ -43,19 +44,6 @@ def roi_settings(cfg: Mapping[str, object]) -> ROISettings:
     values = dict(cfg)
     values["roi_shape"] = tuple(int(v) for v in values.get("roi_shape", ROISettings.roi_shape))
     return ROISettings(**values)
-
-
-@dataclass
-class PatientROI:
-    """Channels (C, D, H, W) float32, the resampled mask (D, H, W) uint8, and where they came from."""
-
-    channels: np.ndarray
-    mask: np.ndarray
-    present: np.ndarray
-    origin: np.ndarray
-    spacing: np.ndarray
-    direction: np.ndarray
-    box_mm: np.ndarray  # physical (x, y, z) min and max corners of the crop in the mask's frame
 
 
 def _read(path: str, patient: str, what: str) -> sitk.Image:
@@ -170,58 +158,6 @@ def crop_patient(
         np.asarray(reference.GetDirection()),
         np.stack([box_lo, np.asarray(reference.TransformIndexToPhysicalPoint([s - 1 for s in reference.GetSize()]))]),
     )
-
-
-def write_patient_roi(path: str | os.PathLike[str], patient: str, roi: PatientROI, sequences: Sequence[str]) -> None:
-    """One patient's ROI as HDF5 (gathered per cohort afterwards)."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset("channels", data=roi.channels, compression="gzip", compression_opts=4)
-        h5.create_dataset("mask", data=roi.mask, compression="gzip", compression_opts=4)
-        h5.attrs["patient_id"] = patient
-        h5.attrs["sequences"] = list(sequences)
-        h5.attrs["present"] = roi.present
-        h5.attrs["origin"], h5.attrs["spacing"], h5.attrs["direction"], h5.attrs["box_mm"] = (
-            roi.origin,
-            roi.spacing,
-            roi.direction,
-            roi.box_mm,
-        )
-
-
-def _stacked(out: h5py.File, name: str, n: int, shape: tuple[int, ...], dtype: type) -> h5py.Dataset:
-    """An (n, *shape) dataset stored one patient per gzip chunk."""
-    return out.create_dataset(
-        name, shape=(n, *shape), dtype=dtype, chunks=(1, *shape), compression="gzip", compression_opts=4
-    )
-
-
-def gather_rois(
-    paths: Sequence[str | os.PathLike[str]], out_path: str | os.PathLike[str], attrs: Mapping[str, object]
-) -> int:
-    """Stack per-patient ROIs into one cohort file: patients x channels x D x H x W."""
-    strings = h5py.string_dtype()
-    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out:
-        for key, value in attrs.items():
-            out.attrs[key] = value
-        patients = []
-        for i, path in enumerate(paths):
-            with h5py.File(path, "r") as h5:
-                if i == 0:
-                    channels = _stacked(out, "channels", len(paths), h5["channels"].shape, np.float32)
-                    masks = _stacked(out, "masks", len(paths), h5["mask"].shape, np.uint8)
-                    meta = {
-                        k: out.create_dataset(
-                            k, shape=(len(paths), *np.shape(h5.attrs[k])), dtype=np.asarray(h5.attrs[k]).dtype
-                        )
-                        for k in ("present", "origin", "spacing", "direction", "box_mm")
-                    }
-                    out.attrs["sequences"] = h5.attrs["sequences"]
-                channels[i], masks[i] = h5["channels"][:], h5["mask"][:]
-                for key, dataset in meta.items():
-                    dataset[i] = h5.attrs[key]
-                patients.append(str(h5.attrs["patient_id"]))
-        out.create_dataset("patients", data=np.asarray(patients, dtype=object), dtype=strings)
-    return len(patients)
 
 
 def qc_picture(path: str | os.PathLike[str], patient: str, roi: PatientROI, sequences: Sequence[str]) -> None:

@@ -12,8 +12,8 @@ each, mirroring DeReF's decoupling assumption:
 appearance of each modality is driven by its own view of the risk: ``wsi_view`` and
 ``other_view`` (genomics or MRI), each (z_shared + z_specific) / sqrt(2).
 
-Everything here is a pure function of the spec: the Snakefile calls it at parse time to know the
-cohort's sheets, and the ``demo_cohort`` rule writes the same tables to disk.
+Everything here is a pure function of the spec, so the Snakefile knows a demo cohort at parse time
+(``workflow.demo.sheets``) and the ``demo_cohort`` rule writes the same tables to disk.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ LIVER_SEQUENCES = ("arterial", "delay", "hepatobiliary", "t1w", "t2w")
 # What each kind of demo can generate; a cohort may take one or two of its kind's modalities.
 KIND_MODALITIES = {"tcga": ("wsi", "genomics"), "liver": ("wsi", "mri")}
 
+# Scan resolutions as Aperio reports them for 40x and 20x scans.
+MPP_BY_MAGNIFICATION = {40: 0.252, 20: 0.499}
 _RISK_WEIGHTS = (1.0, 0.6, 0.6)  # shared, wsi-specific, other-specific
 _BASELINE_MEDIAN_MONTHS = 30.0
 
@@ -122,13 +124,8 @@ def truth_table(spec: DemoSpec) -> pd.DataFrame:
     )
 
 
-def patients_sheet(truth: pd.DataFrame) -> pd.DataFrame:
-    """The patients.tsv a user would write: outcome plus two ordinary covariates."""
-    return truth[["patient_id", "survival_months", "censorship", "age", "is_female"]].copy()
-
-
 def slides_table(spec: DemoSpec, truth: pd.DataFrame) -> pd.DataFrame:
-    """One row per demo slide with its scan magnification; IDs mimic TCGA's dotted slide names."""
+    """One row per demo slide with its scan magnification and resolution; IDs mimic TCGA's dotted slide names."""
     rng = item_rng(spec.seed, 1)
     rows = []
     for i, row in enumerate(truth.itertuples(index=False)):
@@ -142,37 +139,6 @@ def slides_table(spec: DemoSpec, truth: pd.DataFrame) -> pd.DataFrame:
                     "magnification": 40 if rng.uniform() < spec.frac_40x else 20,
                 }
             )
-    return pd.DataFrame(rows)
-
-
-def demo_root(cohort: str) -> str:
-    """Folder (relative to the working directory) that holds a demo cohort's generated files."""
-    return f"resources/demo/{cohort}"
-
-
-def genomics_files(cohort: str) -> dict[str, str]:
-    """The genomics table and signatures file of a TCGA-like demo cohort."""
-    return {"table": f"{demo_root(cohort)}/genomics.csv", "signatures": f"{demo_root(cohort)}/signatures.csv"}
-
-
-def slides_sheet(cohort: str, slides: pd.DataFrame) -> pd.DataFrame:
-    """The slides.tsv for a demo cohort: paths point at files the demo_cohort rule generates."""
-    sheet = slides[["slide_id", "patient_id"]].copy()
-    sheet["path"] = [f"{demo_root(cohort)}/slides/{s}.svs" for s in sheet["slide_id"]]
-    return sheet
-
-
-def mri_sheet(cohort: str, truth: pd.DataFrame) -> pd.DataFrame:
-    """The mri.tsv for a liver-like demo cohort: one row per (patient, sequence)."""
-    root = demo_root(cohort)
-    rows = [
-        {
-            "patient_id": p,
-            "sequence": seq,
-            "image": f"{root}/mri/{p}/{seq}.nii.gz",
-            "mask": f"{root}/mri/{p}/tumour_mask.nii.gz",
-        }
-        for p in truth["patient_id"]
-        for seq in LIVER_SEQUENCES
-    ]
-    return pd.DataFrame(rows)
+    slides = pd.DataFrame(rows)
+    slides["mpp"] = slides["magnification"].map(MPP_BY_MAGNIFICATION)
+    return slides

@@ -4,27 +4,27 @@ GPU: AMP (bf16 where supported, else fp16), channels_last, inference_mode, pinne
 non-blocking copies. CPU: fp32 channels_last (bf16 autocast is several times slower on CPUs
 without AMX). The output carries the encoder, the weights' source and checksum, the
 preprocessing, and the tiling attributes, so features are never mistaken for other ones.
+Coordinates from ``clam_compatible`` tiling or from CLAM itself are read as CLAM reads them:
+patch by patch wherever block reads would not give the same pixels.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from workflow.features import features_file as ff
 from workflow.features.encoders import LoadedEncoder
-from workflow.features.reading import PatchBlocks, PatchGeometry, plan_blocks
-from workflow.features.store import read_features
-from workflow.io import atomic_path
+from workflow.features.reading import PatchBlocks, plan_blocks
+from workflow.tiling.coords import EXCLUDED, read_coords
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -42,12 +42,6 @@ class FeatureSettings:
     dtype: str = "float32"
     block: int = 4
     max_failed_fraction: float = 0.05
-
-
-def read_coords(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
-    """Coordinates and their attributes from a tiling output."""
-    with h5py.File(path, "r") as h5:
-        return h5["coords"][:], dict(h5["coords"].attrs)
 
 
 def encode(model: torch.nn.Module, pixels: torch.Tensor, device: torch.device) -> np.ndarray:
@@ -72,27 +66,6 @@ def _loader(dataset: PatchBlocks, device: torch.device, threads: int) -> DataLoa
     )
 
 
-def write_features(
-    path: str | os.PathLike[str],
-    features: np.ndarray,
-    coords: np.ndarray,
-    coords_attrs: dict[str, Any],
-    attrs: dict[str, Any],
-    failed: np.ndarray | None = None,
-) -> None:
-    """Write ``features`` (N x D) and ``coords`` (N x 2, with the tiling attributes) atomically."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset("features", data=features)
-        dataset = h5.create_dataset("coords", data=coords.astype(np.int64).reshape(-1, 2))
-        for key, value in coords_attrs.items():
-            dataset.attrs[key] = value
-        h5.create_dataset(
-            "failed_coords", data=(np.empty((0, 2), np.int64) if failed is None else failed.astype(np.int64))
-        )
-        for key, value in attrs.items():
-            h5.attrs[key] = "" if value is None else value
-
-
 def extract_slide(
     slide_id: str,
     slide_path: str,
@@ -104,39 +77,42 @@ def extract_slide(
     threads: int = 1,
 ) -> dict[str, Any]:
     """Encode every patch of one slide and write the features file; return its attributes."""
-    coords, coords_attrs = read_coords(coords_path)
+    tiles = read_coords(coords_path)
+    coords = tiles.xy
     spec = encoder.spec
     attrs: dict[str, Any] = {
-        "slide_id": slide_id,
-        "encoder": spec.name,
+        ff.SLIDE_ID: slide_id,
+        ff.ENCODER: spec.name,
         "timm_name": spec.timm_name,
-        "weights_source": encoder.weights_source,
-        "weights_sha256": encoder.weights_sha256,
+        ff.WEIGHTS_SOURCE: encoder.weights_source,
+        ff.WEIGHTS_SHA256: encoder.weights_sha256,
         "input_size": spec.input_size,
         "mean": np.asarray(spec.mean),
         "std": np.asarray(spec.std),
         "resize": "bilinear, antialias (torch)",
         "dtype": settings.dtype,
-        "device": str(device),
+        ff.DEVICE: str(device),
         **{f"setting_{k}": v for k, v in asdict(settings).items()},
     }
-    if coords_attrs.get("status") == "excluded":
-        log.warning(
-            "slide %s was excluded at tiling (%s): writing an empty features file", slide_id, coords_attrs.get("reason")
-        )
-        attrs |= {"status": "excluded", "reason": coords_attrs.get("reason", ""), "n_patches": 0, "n_failed": 0}
-        write_features(out_path, np.empty((0, encoder.dim), DTYPES[settings.dtype]), coords[:0], coords_attrs, attrs)
+    if tiles.geometry is None:
+        log.warning("slide %s was excluded at tiling (%s): writing an empty features file", slide_id, tiles.reason)
+        attrs |= {ff.STATUS: EXCLUDED, ff.REASON: tiles.reason, ff.N_PATCHES: 0, ff.N_FAILED: 0}
+        empty = np.empty((0, encoder.dim), DTYPES[settings.dtype])
+        ff.write_features(out_path, empty, coords[:0], tiles.attrs, attrs)
         return attrs
 
     if device.type == "cpu":
         torch.set_num_threads(max(1, threads))
     model = encoder.model.to(device, memory_format=torch.channels_last)
-    geometry = PatchGeometry(
-        int(coords_attrs["read_level"]),
-        int(coords_attrs["read_size"]),
-        float(np.asarray(coords_attrs["downsample"]).ravel()[0]),
-    )
-    blocks = plan_blocks(coords, int(coords_attrs["patch_size_level0"]), settings.block)
+    geometry = tiles.geometry
+    block = settings.block
+    if tiles.clam_compatible and not geometry.integer_downsample:
+        # CLAM reads patch by patch, and a region read cut into patches differs here by sub-pixel shifts.
+        block = 1
+        log.info(
+            "slide %s: level %d has a fractional downsample: reading patch by patch", slide_id, geometry.read_level
+        )
+    blocks = plan_blocks(coords, geometry.size_level0, block)
     dataset = PatchBlocks(slide_path, coords, geometry, blocks, spec.input_size, spec.mean, spec.std)
 
     features = np.zeros((len(coords), encoder.dim), np.float32)
@@ -179,31 +155,24 @@ def extract_slide(
     if failed.any():
         log.warning("slide %s: dropped %d unreadable patches", slide_id, int(failed.sum()))
     attrs |= {
-        "status": "ok",
-        "reason": "",
-        "n_patches": int(done.sum()),
-        "n_failed": int(failed.sum()),
-        "seconds": round(seconds, 3),
-        "patches_per_second": round(done.sum() / max(seconds, 1e-9), 2),
+        ff.STATUS: "ok",
+        ff.REASON: "",
+        ff.N_PATCHES: int(done.sum()),
+        ff.N_FAILED: int(failed.sum()),
+        ff.SECONDS: round(seconds, 3),
+        ff.PATCHES_PER_SECOND: round(done.sum() / max(seconds, 1e-9), 2),
     }
     if device.type == "cuda":
         attrs["gpu_max_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    write_features(
-        out_path, features[done].astype(DTYPES[settings.dtype]), coords[done], coords_attrs, attrs, coords[failed]
+    ff.write_features(
+        out_path, features[done].astype(DTYPES[settings.dtype]), coords[done], tiles.attrs, attrs, coords[failed]
     )
     log.info(
         "slide %s: %d patches in %.1f s (%.1f patches/s) on %s",
         slide_id,
         done.sum(),
         seconds,
-        attrs["patches_per_second"],
+        attrs[ff.PATCHES_PER_SECOND],
         device,
     )
     return attrs
-
-
-def write_clam_pt(features_path: str | os.PathLike[str], pt_path: str | os.PathLike[str]) -> None:
-    """CLAM's ``pt_files/<slide>.pt`` (a float32 N x D tensor) for MCAT/CMTA/DeReF-style loaders."""
-    features, _, _ = read_features(features_path)
-    with atomic_path(pt_path) as tmp:
-        torch.save(torch.from_numpy(features.astype(np.float32)), tmp)

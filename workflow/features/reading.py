@@ -3,7 +3,8 @@
 Neighbouring patches are grouped into blocks (up to ``block`` x ``block`` patches of one grid
 cell) and each block is read with one ``read_region`` and cut, which costs far fewer OpenSlide
 calls and JPEG tile decodes than one read per patch. ``block=1`` is CLAM's per-patch reading.
-At level 0 (and levels with an integer downsample) both give identical pixels.
+At level 0 (and levels with an integer downsample) both give identical pixels; elsewhere
+OpenSlide interpolates each read at its fractional level position, so they differ slightly.
 Each DataLoader worker opens its own OpenSlide handle. A region that fails to read (a corrupt
 JPEG tile) is retried patch by patch on a fresh handle, since OpenSlide refuses every call on a
 handle once it has failed; patches that still fail are reported and dropped.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
-from dataclasses import dataclass
 
 import numpy as np
 import openslide
@@ -22,16 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from workflow.tiling.coords import PatchGeometry
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PatchGeometry:
-    """Where patches are read: level, size at that level and its downsample (from the coords file)."""
-
-    read_level: int
-    read_size: int
-    downsample: float
 
 
 def plan_blocks(coords: np.ndarray, size0: int, block: int) -> list[np.ndarray]:
@@ -86,7 +79,7 @@ class SlideReader:
 
     def read_block(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Patches (K, S, S, 3) of the block and a mask of those read; one region read if possible."""
-        size, ds = self.geometry.read_size, self.geometry.downsample
+        size, ds = self.geometry.read_size, self.geometry.downsample[0]
         x0, y0 = coords.min(axis=0)
         offsets = np.round((coords - [x0, y0]) / ds).astype(int)
         extent = offsets.max(axis=0) + size

@@ -5,33 +5,29 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-import h5py
 import pandas as pd
 
+from workflow.features import features_file as ff
 from workflow.io import write_tsv
 
 COLUMNS = [
-    "slide_id",
-    "status",
-    "n_patches",
-    "n_failed",
-    "seconds",
-    "patches_per_second",
-    "device",
-    "encoder",
-    "weights_source",
-    "weights_sha256",
-    "reason",
+    ff.SLIDE_ID,
+    ff.STATUS,
+    ff.N_PATCHES,
+    ff.N_FAILED,
+    ff.SECONDS,
+    ff.PATCHES_PER_SECOND,
+    ff.DEVICE,
+    ff.ENCODER,
+    ff.WEIGHTS_SOURCE,
+    ff.WEIGHTS_SHA256,
+    ff.REASON,
 ]
 
 
 def summary(feature_files: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
     """One row per features file."""
-    rows = []
-    for path in feature_files:
-        with h5py.File(path, "r") as h5:
-            rows.append(dict(h5.attrs))
-    return pd.DataFrame(rows).reindex(columns=COLUMNS)
+    return pd.DataFrame([ff.read_features_attrs(path) for path in feature_files]).reindex(columns=COLUMNS)
 
 
 def write_summary(feature_files: Iterable[str | os.PathLike[str]], path: str | os.PathLike[str]) -> pd.DataFrame:

@@ -5,10 +5,13 @@ never from a level index: a level within the tolerance of the target is read at 
 otherwise the nearest finer level is read over a proportionally larger region, resized at feature
 time (a 40x scan with levels 1, 4, 16 reads 512 px at level 0).
 
+CLAM knows no microns: its users patch level 0 at the size that gives 20x (512 px on a 40x scan,
+resized at feature time), so ``clam_compatible`` tiling reads level 0 even where a 20x level exists.
+
 The default grid is one global grid anchored at the slide origin, so a patch is listed once even
 where the bounding boxes of two tissue pieces overlap. ``clam`` grids reproduce CLAM's
-create_patches_fp: one grid per contour from its bounding box, padding past the border allowed,
-and a contour with a single kept patch dropped.
+create_patches_fp: one grid per contour from its bounding box, padding past the border allowed.
+A contour with a single kept patch is kept, as CLAM does since August 2023 (it dropped them before).
 """
 
 from __future__ import annotations
@@ -40,10 +43,19 @@ class PatchSpec:
 
 
 def choose_patch_spec(
-    slide_mpp: float, downsamples: Sequence[float], target_mpp: float, patch_size: int, tolerance: float, slide_id: str
+    slide_mpp: float,
+    downsamples: Sequence[float],
+    target_mpp: float,
+    patch_size: int,
+    tolerance: float,
+    slide_id: str,
+    level0_only: bool = False,
 ) -> PatchSpec:
-    """Pick the level and read size for ``patch_size`` px at ``target_mpp`` (± ``tolerance``)."""
-    level_mpps = [slide_mpp * d for d in downsamples]
+    """Pick the level and read size for ``patch_size`` px at ``target_mpp`` (± ``tolerance``).
+
+    ``level0_only`` reads level 0 whatever the pyramid holds, as CLAM's recipe does.
+    """
+    level_mpps = [slide_mpp * d for d in (downsamples[:1] if level0_only else downsamples)]
     matching = [lv for lv, m in enumerate(level_mpps) if abs(m / target_mpp - 1) <= tolerance]
     if matching:
         level = min(matching, key=lambda lv: (abs(level_mpps[lv] / target_mpp - 1), lv))
@@ -117,7 +129,5 @@ def clam_grid(tissue: Tissue, read_size: int, level_downsample: tuple[float, flo
         xs, ys = np.arange(x0, x0 + w, step[0]), np.arange(y0, y0 + h, step[1])
         gx, gy = np.meshgrid(xs, ys, indexing="ij")
         candidates = np.stack([gx.ravel(), gy.ravel()], axis=1)
-        hits = [c for c in candidates if keeps(int(c[0]), int(c[1]), size0, contour, holes, rule)]
-        if len(hits) > 1:  # CLAM writes a contour only when it kept more than one patch
-            kept.extend(hits)
+        kept.extend(c for c in candidates if keeps(int(c[0]), int(c[1]), size0, contour, holes, rule))
     return np.asarray(kept, dtype=np.int64).reshape(-1, 2)

@@ -53,6 +53,7 @@ class TilingParams:
     mpp_tolerance: float = 0.1
     grid: str = "global"
     keep: str = "four_pt"
+    clam_compatible: bool = False  # read level 0 as CLAM does (set with grid and area_unit by tiling_params)
     seg_downsample: float = 64.0
     max_seg_pixels: int = 40_000_000
     pixel_filter: bool = False
@@ -85,11 +86,12 @@ def preset(name: str, area_unit: str) -> SegParams:
 def tiling_params(cfg: Mapping[str, Any]) -> TilingParams:
     """Build TilingParams from a (schema-validated) ``tiling:`` block: preset, then overrides.
 
-    ``clam_compatible: true`` switches to CLAM's per-contour grids and reference-patch area units.
+    ``clam_compatible: true`` switches to CLAM's per-contour grids, reference-patch area units and
+    level-0 reads.
     """
     cfg = {k: v for k, v in cfg.items() if k != "on_error"}
     seg_overrides = dict(cfg.pop("seg", None) or {})
-    if cfg.pop("clam_compatible", False):
+    if cfg.get("clam_compatible"):
         cfg |= {"grid": "clam", "area_unit": "clam", "max_seg_pixels": 100_000_000}
     area_unit = cfg.get("area_unit", "mm2")
     seg = replace(preset(cfg.pop("preset", "tcga"), area_unit), **seg_overrides)

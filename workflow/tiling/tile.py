@@ -16,13 +16,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import cv2
-import h5py
 import numpy as np
 import openslide
 
-from workflow.io import atomic_path
 from workflow.slides import SlideError, open_slide, resolve_mpp
 from workflow.tiling import qc
+from workflow.tiling.coords import PATCH_SIZE_LEVEL0, PatchGeometry, excluded_attrs, geometry_attrs, write_coords
 from workflow.tiling.grid import PatchSpec, choose_patch_spec, clam_grid, global_grid
 from workflow.tiling.params import TilingParams
 from workflow.tiling.segment import Tissue, estimated_downsample, read_seg_image, segment
@@ -54,18 +53,6 @@ def pixel_filter(slide: openslide.OpenSlide, coords: np.ndarray, spec: PatchSpec
     return coords[keep]
 
 
-def _write_coords(path: str, coords: np.ndarray, attrs: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        dataset = h5.create_dataset(
-            "coords",
-            data=coords.astype(np.int64).reshape(-1, 2),
-            maxshape=(None, 2),
-            chunks=True if len(coords) else None,
-        )
-        for key, value in attrs.items():
-            dataset.attrs[key] = "" if value is None else value
-
-
 def tile_slide(
     slide_id: str,
     path: str | os.PathLike[str],
@@ -87,13 +74,8 @@ def tile_slide(
         if on_error == "fail":
             raise
         log.warning("slide %s excluded: %s", slide_id, exc)
-        attrs = {
-            "name": slide_id,
-            "status": "excluded",
-            "reason": str(exc),
-            "seconds": round(time.perf_counter() - start, 3),
-        }
-        _write_coords(outputs.coords, np.empty((0, 2), np.int64), attrs)
+        attrs = excluded_attrs(slide_id, str(exc)) | {"seconds": round(time.perf_counter() - start, 3)}
+        write_coords(outputs.coords, np.empty((0, 2), np.int64), attrs)
         qc.contours_geojson(Tissue(), outputs.contours)
         qc.message_picture(f"{slide_id} excluded: {exc}", outputs.mask)
         qc.message_picture(f"{slide_id} excluded: {exc}", outputs.grid)
@@ -101,8 +83,8 @@ def tile_slide(
     attrs["seconds"] = round(time.perf_counter() - start, 3)
     qc.contours_geojson(tissue, outputs.contours)
     qc.mask_picture(picture, tissue, outputs.mask)
-    qc.grid_picture(picture, coords, attrs["patch_size_level0"], outputs.grid)
-    _write_coords(outputs.coords, coords, attrs)
+    qc.grid_picture(picture, coords, attrs[PATCH_SIZE_LEVEL0], outputs.grid)
+    write_coords(outputs.coords, coords, attrs)
     log.info(
         "slide %s: %d patches from %d contours in %.2f s", slide_id, len(coords), attrs["n_contours"], attrs["seconds"]
     )
@@ -119,7 +101,13 @@ def _tile_open_slide(
     props = dict(slide.properties)
     resolution = resolve_mpp(props, slide_id, mpp_override, mpp_from_objective_power)
     spec = choose_patch_spec(
-        resolution.mpp, slide.level_downsamples, params.target_mpp, params.patch_size, params.mpp_tolerance, slide_id
+        resolution.mpp,
+        slide.level_downsamples,
+        params.target_mpp,
+        params.patch_size,
+        params.mpp_tolerance,
+        slide_id,
+        level0_only=params.clam_compatible,
     )
     image = read_seg_image(slide, params.seg_downsample, params.max_seg_pixels)
     tissue = segment(image, params.seg, params.area_unit, resolution.mpp)
@@ -136,21 +124,8 @@ def _tile_open_slide(
             f"slide {slide_id}: no tissue found (0 patches from {len(tissue.contours)} tissue contours). "
             "Look at its mask picture; for small biopsies try tiling: preset: bwh_biopsy or a lower seg: a_t / sthresh"
         )
-    level_dim = slide.level_dimensions[spec.read_level]
-    attrs = {
-        # CLAM's attributes on 'coords'
-        "patch_size": spec.read_size,
-        "patch_level": spec.read_level,
-        "downsample": np.asarray(read_downsample),
-        "downsampled_level_dim": np.asarray(level_dim, np.int64),
-        "level_dim": np.asarray(level_dim, np.int64),
-        "name": slide_id,
-        # explicit ones
-        "status": "ok",
-        "reason": "",
-        "patch_size_level0": spec.size_level0,
-        "read_level": spec.read_level,
-        "read_size": spec.read_size,
+    geometry = PatchGeometry(spec.read_level, spec.read_size, spec.size_level0, read_downsample)
+    attrs = geometry_attrs(geometry, slide.level_dimensions[spec.read_level], slide_id, params.clam_compatible) | {
         "target_patch_size": params.patch_size,
         "target_mpp": params.target_mpp,
         "patch_mpp": round(spec.patch_mpp, 6),
@@ -171,12 +146,3 @@ def _tile_open_slide(
         **{f"seg_{k}": v for k, v in asdict(params.seg).items()},
     }
     return attrs, coords, tissue
-
-
-def read_tiling_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Attributes and patch count of a coordinates file, with arrays as lists (for tables)."""
-    with h5py.File(path, "r") as h5:
-        dataset = h5["coords"]
-        attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in dataset.attrs.items()}
-        attrs["patches"] = dataset.shape[0]
-    return attrs

@@ -11,12 +11,13 @@ import torch
 
 from model.baselines import SNN, MRIResNet
 from model.bins import assign_bins, time_bin_edges
+from model.data import Patient
 from model.deref import DeReF
 from model.encoders import SNNBlock
 from model.metrics import harrell_c
 from model.splits import read_mcat_split, stratified_folds
 from model.survival import nll_survival_loss
-from model.train import Patient, TrainSettings, genomic_weights, predict, stackable, train_fold
+from model.train import TrainSettings, predict, stackable, train_network
 
 FAMILIES = [6, 6, 6, 6, 6, 6]
 
@@ -33,12 +34,12 @@ def planted_cohort(n=90, seed=0, wsi_dim=32):
     patients = []
     for i in range(n):
         bag = rng.standard_normal((int(rng.integers(8, 24)), wsi_dim)) + risk[i] * direction
-        omics = [rng.standard_normal(d) + risk[i] for d in FAMILIES]
+        families = [rng.standard_normal(d) + risk[i] for d in FAMILIES]
         patients.append(
             Patient(
                 f"P{i}",
                 torch.tensor(bag, dtype=torch.float32),
-                [torch.tensor(o, dtype=torch.float32) for o in omics],
+                [torch.tensor(f, dtype=torch.float32) for f in families],
                 float(observed[i]),
                 int(censored[i]),
             )
@@ -62,7 +63,7 @@ def test_deref_learns_a_planted_signal():
     edges = time_bin_edges(np.array([p.time for p in train]), np.array([p.censorship for p in train]))
     torch.manual_seed(0)
     model = DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32)
-    result = train_fold(lambda _: model, train, held_out, edges, TrainSettings(epochs=6, seed=0))
+    result = train_network(lambda _: model, train, held_out, edges, TrainSettings(epochs=6, seed=0))
     log = result.log
     assert list(log.columns) == ["epoch", "lr", "loss", "train_c_index", "held_out_c_index"] and len(log) == 6
     assert log["held_out_c_index"].iloc[-1] >= 0.7
@@ -78,7 +79,7 @@ def test_training_is_deterministic_on_cpu():
         torch.manual_seed(0)
         model = DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32, seed=0)
         runs.append(
-            train_fold(lambda _, m=model: m, patients[:16], patients[16:], edges, TrainSettings(epochs=2, seed=3))
+            train_network(lambda _, m=model: m, patients[:16], patients[16:], edges, TrainSettings(epochs=2, seed=3))
         )
     pd.testing.assert_frame_equal(runs[0].predictions, runs[1].predictions)
 
@@ -87,7 +88,7 @@ def test_poly_decay_and_weighted_sampling():
     patients = planted_cohort(n=24)
     edges = time_bin_edges(np.array([p.time for p in patients]), np.array([p.censorship for p in patients]))
     torch.manual_seed(0)
-    result = train_fold(
+    result = train_network(
         lambda _: DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32),
         patients[:16],
         patients[16:],
@@ -155,7 +156,7 @@ def hand_step(model, patients, edges, lr, l1):
     censorship = torch.tensor([p.censorship for p in patients])
     losses = [
         nll_survival_loss(
-            model(None, [x.unsqueeze(0) for x in p.other])["hazards"], bins[i : i + 1], censorship[i : i + 1]
+            model(None, [x.unsqueeze(0) for x in p.second])["hazards"], bins[i : i + 1], censorship[i : i + 1]
         )
         for i, p in enumerate(patients)
     ]
@@ -175,7 +176,7 @@ def test_accumulated_step_equals_one_step_on_the_mean_loss(with_bags):
     assert stackable(start, patients) is not with_bags
     expected = hand_step(copy.deepcopy(start), patients, edges, lr=1e-3, l1=1e-3)
     settings = TrainSettings(epochs=1, lr=1e-3, batch_size=12, l1=1e-3, seed=0)
-    result = train_fold(lambda _: copy.deepcopy(start), patients, patients[:4], edges, settings)
+    result = train_network(lambda _: copy.deepcopy(start), patients, patients[:4], edges, settings)
     for name, value in expected.state_dict().items():
         # Adam's first step is lr * g / (|g| + eps): where the NLL gradient and the L1 term nearly
         # cancel, summation order alone moves a few weights by up to lr
@@ -185,9 +186,9 @@ def test_accumulated_step_equals_one_step_on_the_mean_loss(with_bags):
 
 def test_l1_covers_the_genomic_network_only():
     snn = SNN(FAMILIES)
-    assert sum(w.numel() for w in genomic_weights(snn)) == sum(p.numel() for p in snn.parameters() if p.ndim >= 2)
+    assert sum(w.numel() for w in snn.genomic_weights()) == sum(p.numel() for p in snn.parameters() if p.ndim >= 2)
     deref = DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32)
-    penalised = {id(w) for w in genomic_weights(deref)}
+    penalised = {id(w) for w in deref.genomic_weights()}
     snn_blocks = [m for m in deref.modules() if isinstance(m, SNNBlock)]
     assert snn_blocks and penalised == {id(p) for m in snn_blocks for p in m.parameters() if p.ndim >= 2}
     assert not stackable(MRIResNet(2, mri_depth=10), [Patient("M", torch.zeros(0, 0), [], 1.0, 0)])
@@ -197,7 +198,7 @@ def test_early_stopping_keeps_the_best_inner_epoch():
     patients = genomic_patients(n=40, signal=0.0, seed=2)  # noise: the inner loss soon rises
     edges = time_bin_edges(np.array([p.time for p in patients]), np.array([p.censorship for p in patients]))
     settings = TrainSettings(epochs=15, lr=3e-3, selection="inner", patience=2, seed=1)
-    result = train_fold(lambda _: SNN(FAMILIES), patients[:32], patients[32:], edges, settings)
+    result = train_network(lambda _: SNN(FAMILIES), patients[:32], patients[32:], edges, settings)
     log = result.log
     best = int(log["inner_loss"].idxmin())
     assert result.selected_epoch == best and len(log) < 15
@@ -215,7 +216,7 @@ def test_ensemble_averages_its_members_hazards():
         torch.manual_seed(5 + offset)
         return SNN(FAMILIES)
 
-    result = train_fold(build, train, held, edges, settings)
+    result = train_network(build, train, held, edges, settings)
     assert set(result.log["member"]) == {0, 1, 2} and len(result.selected_epochs) == 3
     members = []
     for m in range(3):

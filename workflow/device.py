@@ -1,9 +1,10 @@
 """Choosing where to run: a free GPU claimed with a lock file, or the CPU when there is none.
 
-Snakemake's ``resources: gpu=1`` limits how many GPU jobs run at once but never says which GPU a
-job should use, so several extraction jobs on one machine would all pick GPU 0. Each job here
-takes the first GPU (by UUID, so jobs that see different CUDA_VISIBLE_DEVICES never clash) whose
-lock it can hold, and keeps it until it ends; the lock dies with the process, even on a crash.
+Shared by feature extraction and training. Snakemake's ``resources: gpu=1`` limits how many GPU
+jobs run at once but never says which GPU a job should use, so several jobs on one machine would
+all pick GPU 0. Each job here takes the first GPU (by UUID, so jobs that see different
+CUDA_VISIBLE_DEVICES never clash) whose lock it can hold, and keeps it until it ends; the lock
+dies with the process, even on a crash.
 """
 
 from __future__ import annotations
