@@ -86,11 +86,12 @@ def train_model(
 
     ``data`` holds the modalities the model uses (``model.registry.uses``) and nothing else.
     """
+    training = training.resolved()
     settings, choice, bin_mode = fold_settings(training, model_name, fold, device)
     source = data.outcomes if bin_mode == "cohort" else data.outcomes.loc[list(train_ids)]
     edges = time_bin_edges(source["survival_months"].to_numpy(), source["censorship"].to_numpy(), training.n_bins)
     inputs = Inputs(data.modalities, data.wsi_dim, data.omic_sizes, data.mri_channels, training.n_bins)
-    wsi_standardise = bool(training.resolved().wsi_standardise)
+    wsi_standardise = bool(training.wsi_standardise)
     start = time.perf_counter()
     meta: dict[str, Any] = {"model": model_name, "fold": fold, "preset": choice.preset}
     if MODELS[model_name].build is None:
