@@ -24,6 +24,7 @@ include: "rules/features.smk"
 include: "rules/genomics.smk"
 include: "rules/mri.smk"
 include: "rules/training.smk"
+include: "rules/figures.smk"
 
 
 rule all:

@@ -53,6 +53,7 @@ class TrainingConfig:
     genomics_clip: float | None = None
     mri_depth: int = 10
     max_patches: int | None = None
+    test_repeats: int = 3
     device: str = "auto"
     threads: int = 1
 

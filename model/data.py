@@ -21,7 +21,7 @@ import torch
 
 from workflow.features.features_file import read_features
 from workflow.genomics import read_pathways
-from workflow.roi_file import read_rois
+from workflow.roi_file import read_rois, read_sequences
 
 
 class DataError(ValueError):
@@ -91,6 +91,12 @@ class CohortData:
     families: dict[str, np.ndarray] = field(default_factory=dict)  # family -> (patients, d_i), outcomes order
     mri: np.ndarray | None = None  # (patients, C, D, H, W)
     mri_mask: np.ndarray | None = None  # (patients, D, H, W) tumour masks
+    mri_sequences: tuple[str, ...] = ()  # the MRI channels' sequence names
+
+    @property
+    def second_names(self) -> tuple[str, ...]:
+        """Names of the second modality's inputs: the gene families, else the MRI sequences."""
+        return tuple(self.families) or self.mri_sequences
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -176,6 +182,7 @@ def load_cohort_data(
         data.families = read_families(genomics, patients)
     if mri:
         data.mri, data.mri_mask = read_mri(mri, patients)
+        data.mri_sequences = tuple(read_sequences(mri))
     return data
 
 

@@ -2,33 +2,22 @@
 
 The default follows the paper's text (Algorithm 1 as written, segment lengths {2, 8, 16, 32, 64},
 gate softmax(W · V_fusion) over N experts, MLPs without a final ReLU). ``DeReFOptions.reference()``
-reproduces the authors' code where it differs, one switch per difference (docs/models.md §1.9):
+reproduces the authors' code where it differs, one switch per difference, and the paper's
+ablations are switches too (``model.deref_options`` lists them all).
 
-- ``rca``: "reference" swaps the vectors of Algorithm 1 and takes one softmax over each full row
-  of M before slicing; "paper" softmaxes each sub-block over the summed axis.
-- ``segments``: "reference" draws the number of segments L from {2, 4, ..., 64}.
-- ``gate``: "reference" is one shared Linear(128 -> 1) over the four un-reorganised features,
-  softmax across them, which ties the expert count to 4.
-- ``final_relu``: a ReLU after the specific encoders and the experts.
-- ``nystrom_padding``: Nyström zero-token padding of sequences shorter than the 128 landmarks (the
-  7-token genomic sequence; WSI bags under 128 patches); off, they get the exact softmax attention
-  that Nyström approximates.
-- ``test_rfr``: at evaluation, "average" takes the mean hazards over every segment choice
-  (deterministic); "random" draws one choice per call from a seeded generator, as the reference.
-
-The second modality is the six gene families (``omic_sizes``) or, for MRI cohorts as in the paper,
+The second modality is the six gene families (``omic_sizes``) or, for MRI cohorts, as in the paper,
 a volume encoded by a 3D ResNet (``mri_channels``, ``mri_depth``; the paper's is depth 50).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from model.deref_options import DeReFOptions
 from model.encoders import init_weights, paired_encoder
 from model.losses import decoupling_loss
 from model.reorganise import reorganise, segment_counts
@@ -36,44 +25,6 @@ from model.survival import SurvivalNetwork, risk_score, survival_curve
 
 if TYPE_CHECKING:
     from model.train import TrainSettings
-
-
-@dataclass(frozen=True)
-class DeReFOptions:
-    """Switches between the paper's text (defaults) and the authors' code (``reference()``)."""
-
-    rca: str = "paper"
-    segments: str = "paper"
-    gate: str = "paper"
-    n_experts: int = 4
-    final_relu: bool = False
-    nystrom_padding: bool = False
-    test_rfr: str = "average"
-    dropout: float = 0.25
-
-    @classmethod
-    def reference(cls) -> DeReFOptions:
-        return cls(
-            rca="reference",
-            segments="reference",
-            gate="reference",
-            n_experts=4,
-            final_relu=True,
-            nystrom_padding=True,
-            test_rfr="random",
-        )
-
-    def __post_init__(self) -> None:
-        if self.gate == "reference" and self.n_experts != 4:
-            raise ValueError("the reference gate weighs the 4 decoupled features, so it needs exactly 4 experts")
-        for name, value, allowed in (
-            ("rca", self.rca, ("paper", "reference")),
-            ("segments", self.segments, ("paper", "reference")),
-            ("gate", self.gate, ("paper", "reference")),
-            ("test_rfr", self.test_rfr, ("average", "random")),
-        ):
-            if value not in allowed:
-                raise ValueError(f"DeReF option {name}={value!r}; choose one of {allowed}")
 
 
 def _mlp(d_in: int, hidden: int, d_out: int, dropout: float, final_relu: bool) -> nn.Sequential:
@@ -84,16 +35,26 @@ def _mlp(d_in: int, hidden: int, d_out: int, dropout: float, final_relu: bool) -
 
 
 class RegionalCrossAttention(nn.Module):
-    """Algorithm 1: shared (or explore) feature from regions of the cross-attention matrix M = X1ᵀ X2."""
+    """Algorithm 1: shared (or explore) feature from regions of the cross-attention matrix M = X1ᵀ X2.
 
-    def __init__(self, d_in: int = 256, d_out: int = 128, reference: bool = False) -> None:
+    ``regions="inter"`` keeps only the inter-modality block M_m1m2 (plain cross-attention, the
+    paper's W/o RCA² ablation): each modality's vector attends over the other's alone.
+    """
+
+    def __init__(self, d_in: int = 256, d_out: int = 128, reference: bool = False, regions: str = "all") -> None:
         super().__init__()
         self.fc_m, self.fc_p = nn.Linear(d_in, d_out), nn.Linear(d_in, d_out)
         self.reference = reference
+        self.regions = regions
 
     def forward(self, second: torch.Tensor, pathology: torch.Tensor) -> torch.Tensor:
         """(B, d_in) second-modality and WSI class tokens -> (B, d_out)."""
         a, b = self.fc_m(second), self.fc_p(pathology)
+        if self.regions == "inter":
+            m = a.unsqueeze(-1) * b.unsqueeze(-2)  # (B, C, C), M_ij = a_i b_j
+            out1 = (a.unsqueeze(1) @ torch.softmax(m, dim=1)).squeeze(1)
+            out2 = (b.unsqueeze(1) @ torch.softmax(m.transpose(1, 2), dim=1)).squeeze(1)
+            return (out1 + out2) / 2
         c = a.shape[-1]
         x1, x2 = torch.cat([a, b], dim=-1), torch.cat([b, a], dim=-1)
         m = x1.unsqueeze(-1) * x2.unsqueeze(-2)  # (B, 2C, 2C), M_ij = x1_i x2_j
@@ -109,11 +70,33 @@ class RegionalCrossAttention(nn.Module):
         return (out1 + out2) / 2
 
 
+class ConcatDecoupler(nn.Module):
+    """The W/o RCA¹ ablation: an MLP on the concatenated class tokens instead of cross-attention."""
+
+    def __init__(self, d_in: int = 256, d_out: int = 128, final_relu: bool = False) -> None:
+        super().__init__()
+        self.mlp = _mlp(2 * d_in, d_in, d_out, 0.1, final_relu)
+
+    def forward(self, second: torch.Tensor, pathology: torch.Tensor) -> torch.Tensor:
+        return self.mlp(torch.cat([second, pathology], dim=-1))
+
+
+def _decoupler(opts: DeReFOptions, dim: int, c2: int) -> nn.Module:
+    if opts.decoupler == "concat_mlp":
+        return ConcatDecoupler(dim, c2, opts.final_relu)
+    regions = "inter" if opts.decoupler == "cross_attention" else "all"
+    return RegionalCrossAttention(dim, c2, reference=opts.rca == "reference", regions=regions)
+
+
 class DeReF(SurvivalNetwork):
     """WSI bag + gene families or MRI volume -> per-bin hazards, decoupled features, gate, patch attention.
 
     Give exactly one of ``omic_sizes`` (genomics cohorts) and ``mri_channels`` (MRI cohorts).
     """
+
+    # the decoupled features, in the order the fusion stacks them ("genomic": the second
+    # modality's specific feature, MRI included; the key stays because details files store it)
+    FEATURES = ("genomic", "pathology", "shared", "explore")
 
     def __init__(
         self,
@@ -130,38 +113,58 @@ class DeReF(SurvivalNetwork):
     ) -> None:
         super().__init__()
         self.options = opts = options or DeReFOptions()
+        self.test_rfr = opts.test_rfr
         self.encoders = paired_encoder(
             omic_sizes, mri_channels, mri_depth, wsi_dim, dim, opts.dropout, nystrom_padding=opts.nystrom_padding
         )
-        self.genomic_specific = _mlp(dim, dim, c2, 0.1, opts.final_relu)
-        self.wsi_specific = _mlp(dim, dim, c2, 0.1, opts.final_relu)
-        self.shared = RegionalCrossAttention(dim, c2, reference=opts.rca == "reference")
-        self.explore = RegionalCrossAttention(dim, c2, reference=opts.rca == "reference")
-        self.experts = nn.ModuleList(_mlp(4 * c2, 64, c2, 0.1, opts.final_relu) for _ in range(opts.n_experts))
-        self.gate = nn.Linear(c2, 1) if opts.gate == "reference" else nn.Linear(4 * c2, opts.n_experts)
-        self.head = nn.Linear(opts.n_experts * c2, n_bins)
-        self.segment_choices = segment_counts(c2, opts.segments)
+        if opts.decouple:
+            self.genomic_specific = _mlp(dim, dim, c2, 0.1, opts.final_relu)
+            self.wsi_specific = _mlp(dim, dim, c2, 0.1, opts.final_relu)
+            self.shared = _decoupler(opts, dim, c2)
+            if opts.explore:
+                self.explore = _decoupler(opts, dim, c2)
+        width = c2 if opts.decouple else dim  # the fused features' length
+        n_features = opts.n_features
+        n_experts = opts.n_experts if opts.moe else 1
+        self.experts = nn.ModuleList(_mlp(n_features * width, 64, c2, 0.1, opts.final_relu) for _ in range(n_experts))
+        if opts.moe:
+            self.gate = nn.Linear(c2, 1) if opts.gate == "reference" else nn.Linear(n_features * width, n_experts)
+        self.head = nn.Linear(n_experts * c2, n_bins)
+        if not opts.rfr:
+            self.segment_choices: tuple[int, ...] = (1,)
+        elif opts.segment_length is not None:
+            if width % opts.segment_length:
+                raise ValueError(f"segment_length {opts.segment_length} does not divide the {width}-d features")
+            self.segment_choices = (width // opts.segment_length,)
+        else:
+            self.segment_choices = segment_counts(width, opts.segments)
         self._rng = random.Random(seed)
         self.apply(init_weights)
 
     def encode(self, wsi: torch.Tensor, second: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The four decoupled features (B, C2) each, and the WSI encoder's patch attention (B, N).
+        """The features the fusion reorganises (B, C2) each (``fused``, stacked) and the WSI encoder's patch attention.
 
-        "genomic" is the second modality's specific feature, MRI included (the key stays: details files store it).
+        With the decoupling module: the decoupled features by name (``FEATURES``, V_explore absent
+        when ablated); without it, the two encoders' class tokens.
         """
         wsi_cls, attention, second_cls = self.encoders(wsi, second)
-        return {
+        if not self.options.decouple:
+            return {"fused": torch.stack([second_cls, wsi_cls], dim=1), "attention": attention}
+        features = {
             "genomic": self.genomic_specific(second_cls),
             "pathology": self.wsi_specific(wsi_cls),
             "shared": self.shared(second_cls, wsi_cls),
-            "explore": self.explore(second_cls, wsi_cls),
-            "attention": attention,
         }
+        if self.options.explore:
+            features["explore"] = self.explore(second_cls, wsi_cls)
+        return {**features, "fused": torch.stack(list(features.values()), dim=1), "attention": attention}
 
-    def fuse(self, decoupled: torch.Tensor, segments: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hazard logits and gate weights from the stacked (B, 4, C2) features for one segment choice."""
+    def fuse(self, decoupled: torch.Tensor, segments: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Hazard logits and gate weights (None without the MoE) from the stacked (B, F, C) features."""
         fusion = reorganise(decoupled, segments)
         outputs = torch.stack([expert(fusion) for expert in self.experts], dim=1)  # (B, N, C2)
+        if not self.options.moe:
+            return self.head(outputs.flatten(1)), None
         if self.options.gate == "reference":
             weights = torch.softmax(self.gate(decoupled).squeeze(-1), dim=-1)  # (B, 4)
         else:
@@ -171,30 +174,37 @@ class DeReF(SurvivalNetwork):
     def forward(self, wsi: torch.Tensor, second: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """(B, N, wsi_dim) bag and the second modality -> hazards, survival, risk, gate and ``encode``'s outputs."""
         features = self.encode(wsi, second)
-        decoupled = torch.stack(
-            [features["genomic"], features["pathology"], features["shared"], features["explore"]], dim=1
-        )
-        if self.training or self.options.test_rfr == "random":
-            logits, gate = self.fuse(decoupled, self._rng.choice(self.segment_choices))
+        fused = features.pop("fused")
+        if self.training or self.test_rfr == "random":
+            logits, gate = self.fuse(fused, self._rng.choice(self.segment_choices))
             hazards = torch.sigmoid(logits)
         else:
-            runs = [self.fuse(decoupled, s) for s in self.segment_choices]
+            runs = [self.fuse(fused, s) for s in self.segment_choices]
             hazards = torch.stack([torch.sigmoid(logits) for logits, _ in runs]).mean(0)
-            gate = torch.stack([g for _, g in runs]).mean(0)
-        return {
-            "hazards": hazards,
-            "survival": survival_curve(hazards),
-            "risk": risk_score(hazards),
-            "gate": gate,
-            **features,
-        }
+            gate = None if runs[0][1] is None else torch.stack([g for _, g in runs]).mean(0)
+        out = {"hazards": hazards, "survival": survival_curve(hazards), "risk": risk_score(hazards), **features}
+        if gate is not None:
+            out["gate"] = gate
+        return out
+
+    def test_modes(self) -> tuple[str, ...]:
+        """The test-time reorganisations a repeated test can compare (one when there is nothing random)."""
+        return ("average", "random") if len(self.segment_choices) > 1 else ("average",)
 
     def reseed(self, seed: int) -> None:
         """Reset the generator of segment choices (training and the reference's random test draws)."""
         self._rng = random.Random(seed)
 
+    def decoupled_features(self) -> tuple[str, ...]:
+        """The decoupled features this network outputs (none without the decoupling module)."""
+        if not self.options.decouple:
+            return ()
+        return tuple(f for f in self.FEATURES if f != "explore" or self.options.explore)
+
     def auxiliary_loss(self, out: dict[str, torch.Tensor], settings: TrainSettings) -> torch.Tensor:
-        """The decoupling loss L_dis, weighted, with the settings' distance."""
+        """The decoupling loss L_dis, weighted, with the settings' distance (none without decoupling)."""
+        if not self.options.decouple:
+            return out["hazards"].new_zeros(())
         return settings.decoupling_weight * decoupling_loss(
-            out["genomic"], out["pathology"], out["shared"], out["explore"], settings.distance
+            out["genomic"], out["pathology"], out["shared"], out.get("explore"), settings.distance
         )

@@ -19,6 +19,7 @@ from model.config import TrainingConfig
 from model.data import CohortData, fold_patients
 from model.registry import MODELS, Inputs, ModelChoice, build_model
 from model.train import FoldResult, TrainSettings, train_network
+from model.variants import Variant
 from workflow.device import claim_device
 
 
@@ -35,7 +36,7 @@ def training_device(requested: str) -> Iterator[str]:
 
 
 def fold_settings(
-    training: TrainingConfig, model: str, fold: int, device: str = "cpu"
+    training: TrainingConfig, model: str, fold: int, device: str = "cpu", architecture: dict[str, Any] | None = None
 ) -> tuple[TrainSettings, ModelChoice, str]:
     """Training settings, model choice and bin mode for one fold.
 
@@ -66,34 +67,43 @@ def fold_settings(
         patience=training.patience,
         ensemble_size=training.ensemble_size,
         max_patches=max_patches,
+        test_repeats=training.test_repeats,
         seed=seed,
         device=device,
     )
-    choice = ModelChoice(preset=training.preset, test_rfr=training.test_rfr, mri_depth=training.mri_depth, seed=seed)
+    choice = ModelChoice(
+        preset=training.preset,
+        test_rfr=training.test_rfr,
+        mri_depth=training.mri_depth,
+        seed=seed,
+        architecture=dict(architecture or {}),
+    )
     return settings, choice, training.bins
 
 
 def train_model(
     data: CohortData,
-    model_name: str,
+    variant: Variant,
     fold: int,
     train_ids: Sequence[str],
     held_ids: Sequence[str],
     training: TrainingConfig,
     device: str = "cpu",
 ) -> tuple[FoldResult, dict[str, Any]]:
-    """Train one model (a network, or the Cox baseline) on one fold; return the result and a description of the run.
+    """Train one variant (a network, or the Cox baseline) on one fold; return the result and a description of the run.
 
-    ``data`` holds the modalities the model uses (``model.registry.uses``) and nothing else.
+    ``data`` holds the modalities the model uses (``model.registry.uses``) and nothing else;
+    ``training`` is the config's, before the variant's overrides.
     """
-    training = training.resolved()
-    settings, choice, bin_mode = fold_settings(training, model_name, fold, device)
+    model_name = variant.model
+    training = variant.training_config(training).resolved()
+    settings, choice, bin_mode = fold_settings(training, model_name, fold, device, dict(variant.architecture))
     source = data.outcomes if bin_mode == "cohort" else data.outcomes.loc[list(train_ids)]
     edges = time_bin_edges(source["survival_months"].to_numpy(), source["censorship"].to_numpy(), training.n_bins)
     inputs = Inputs(data.modalities, data.wsi_dim, data.omic_sizes, data.mri_channels, training.n_bins)
     wsi_standardise = bool(training.wsi_standardise)
     start = time.perf_counter()
-    meta: dict[str, Any] = {"model": model_name, "fold": fold, "preset": choice.preset}
+    meta: dict[str, Any] = {"model": variant.name, "fold": fold, "preset": choice.preset, "variant": variant.as_dict()}
     if MODELS[model_name].build is None:
         # imported here: scikit-survival's Cox models cost 1-2 s of start-up the networks' jobs skip
         from model.coxph import CoxSettings, fit_coxph

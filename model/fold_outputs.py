@@ -9,8 +9,11 @@ Each is written to a temporary name and renamed:
 - ``predictions_train.tsv``: the same for the fold's training patients (for leak-free cut-offs);
 - ``predictions_best_epoch.tsv``: the same at the epoch with the best held-out C-index, the
   reference protocol, which is optimistic because it chooses on the reported fold;
-- ``details.h5``: per patient the decoupled features, gate weights and attention over patches,
-  with each patch's slide and level-0 coordinates for heatmaps;
+- ``predictions_repeats.tsv``: the selected model tested again on the held-out patients, a few
+  times per test-time mode (header only for a model that is not a network);
+- ``details.h5``: per patient the decoupled features, gate weights, attention over patches and
+  each decoupled feature's attribution to the patches and second-modality inputs, with each
+  patch's slide and level-0 coordinates for heatmaps (root attribute ``second_names``);
 - ``log.tsv``: per epoch the loss, learning rate and training / held-out (/ inner) C-index;
 - ``fold.json``: what was run: settings, bins, patients, selected and best epochs, time, memory.
 
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,12 +41,23 @@ if TYPE_CHECKING:
     from model.data import CohortData
     from model.train import FoldResult
 
+SECOND_NAMES = "second_names"
+# details keys of DeReF's decoupled features -> how figures and tables name them
+DECOUPLED_LABELS = {
+    "genomic": "second-modality specific",
+    "pathology": "pathology specific",
+    "shared": "shared",
+    "explore": "explore",
+}
+REPEAT_COLUMNS = ("patient_id", "survival_months", "censorship", "risk", "test_rfr", "repeat")
+
 # Output key (the train_fold rule's output names) -> file name in the fold's folder.
 FILES = {
     "weights": "weights.safetensors",
     "predictions": "predictions.tsv",
     "predictions_train": "predictions_train.tsv",
     "best_epoch": "predictions_best_epoch.tsv",
+    "repeats": "predictions_repeats.tsv",
     "details": "details.h5",
     "log": "log.tsv",
     "meta": "fold.json",
@@ -81,6 +95,7 @@ def write_details(path: str | os.PathLike[str], result: FoldResult, data: Cohort
     """Per-patient outputs of the selected epoch; attention rows aligned with slide_id, x, y."""
     strings = h5py.string_dtype()
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs[SECOND_NAMES] = list(data.second_names)
         for patient, outputs in result.details.items():
             group = h5.create_group(patient)
             for key, value in outputs.items():
@@ -91,6 +106,22 @@ def write_details(path: str | os.PathLike[str], result: FoldResult, data: Cohort
                     patches = patches.iloc[outputs["patch_rows"]]
                 group.create_dataset("slide_id", data=patches["slide_id"].to_numpy(dtype=object), dtype=strings)
                 group.create_dataset("coords", data=patches[["x", "y"]].to_numpy(np.int64))
+
+
+def read_details(
+    path: str | os.PathLike[str], keys: Sequence[str] | None = None
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Per patient the datasets of a details file (``keys`` only, when given), and the second modality's input names.
+
+    ``slide_id`` comes back as strings; every other dataset as a numpy array.
+    """
+    details = {}
+    with h5py.File(path, "r") as h5:
+        names = [str(n) for n in h5.attrs.get(SECOND_NAMES, [])]
+        for patient, group in h5.items():
+            wanted = group.keys() if keys is None else [k for k in keys if k in group]
+            details[patient] = {k: group[k].asstr()[:] if k == "slide_id" else group[k][:] for k in wanted}
+    return details, names
 
 
 def write_fold_outputs(
@@ -108,6 +139,10 @@ def write_fold_outputs(
     write_tsv(result.predictions.assign(**fold, epoch=meta["selected_epoch"]), paths["predictions"])
     write_tsv(result.predictions_train.assign(**fold, epoch=meta["selected_epoch"]), paths["predictions_train"])
     write_tsv(result.best_epoch_predictions.assign(**fold, epoch=meta["best_epoch_optimistic"]), paths["best_epoch"])
+    repeats = result.repeats
+    if repeats.empty:
+        repeats = pd.DataFrame(columns=[*REPEAT_COLUMNS])
+    write_tsv(repeats.assign(**fold), paths["repeats"])
     write_details(paths["details"], result, data)
     write_tsv(result.log, paths["log"])
     with atomic_path(paths["meta"]) as tmp:

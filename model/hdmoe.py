@@ -196,6 +196,10 @@ class HDMoE(SurvivalNetwork):
         out |= second
         return {"hazards": hazards, "survival": survival_curve(hazards), "risk": risk_score(hazards), **out}
 
+    def test_modes(self) -> tuple[str, ...]:
+        """Both test-time reorganisations: the deterministic average and one random draw per call."""
+        return ("average", "random")
+
     def reseed(self, seed: int) -> None:
         """Reset the generator of reorganisation choices."""
         self._rng = random.Random(seed)

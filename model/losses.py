@@ -29,15 +29,18 @@ DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 
 def decoupling_loss(
-    second: torch.Tensor, pathology: torch.Tensor, shared: torch.Tensor, explore: torch.Tensor, distance: str = "mse"
+    second: torch.Tensor,
+    pathology: torch.Tensor,
+    shared: torch.Tensor,
+    explore: torch.Tensor | None,
+    distance: str = "mse",
 ) -> torch.Tensor:
-    """L_dis for (B, C) specific (second modality, WSI), shared and explore features."""
+    """L_dis for (B, C) specific (second modality, WSI), shared and explore features.
+
+    Without V_explore (the W/o V_explore ablation) its three terms drop out.
+    """
     d = DISTANCES[distance]
-    return (
-        d(second, shared)
-        + d(pathology, shared)
-        + d(second, explore)
-        + d(pathology, explore)
-        + d(shared, explore)
-        - d(second, pathology)
-    )
+    loss = d(second, shared) + d(pathology, shared) - d(second, pathology)
+    if explore is not None:
+        loss = loss + d(second, explore) + d(pathology, explore) + d(shared, explore)
+    return loss

@@ -12,9 +12,9 @@ registry at parse time without importing torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch import nn
@@ -40,12 +40,13 @@ class Inputs:
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """How to build: the preset, test-time reorganisation, MRI encoder depth and the init seed."""
+    """How to build: the preset, test-time reorganisation, MRI encoder depth, init seed, a variant's switches."""
 
     preset: str = "paper"
     test_rfr: str | None = None  # None: the preset's ("average" for paper, "random" for reference)
     mri_depth: int = 10
     seed: int = 0
+    architecture: Mapping[str, Any] = field(default_factory=dict)  # model.variants: e.g. DeReF's ablations
 
     def rfr(self) -> str:
         return self.test_rfr or ("random" if self.preset == "reference" else "average")
@@ -61,7 +62,7 @@ def _deref(inputs: Inputs, choice: ModelChoice) -> nn.Module:
     from model.deref import DeReF, DeReFOptions
 
     options = DeReFOptions.reference() if choice.preset == "reference" else DeReFOptions()
-    options = replace(options, test_rfr=choice.rfr())
+    options = replace(options, **choice.architecture, test_rfr=choice.rfr())
     return DeReF(
         wsi_dim=inputs.wsi_dim, n_bins=inputs.n_bins, options=options, seed=choice.seed, **_second(inputs, choice)
     )
@@ -191,5 +192,7 @@ def build_model(name: str, inputs: Inputs, choice: ModelChoice) -> nn.Module:
         raise ValueError(f"unknown preset {choice.preset!r}; choose from {PRESETS}")
     if not applies(name, inputs.modalities):
         raise ValueError(f"model {name!r} needs {sorted(MODELS[name].needs)}; it is given {list(inputs.modalities)}")
+    if choice.architecture and name != "deref":
+        raise ValueError(f"model {name!r} takes no architecture options; got {sorted(choice.architecture)}")
     torch.manual_seed(choice.seed)
     return build(inputs, choice)

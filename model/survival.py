@@ -64,6 +64,17 @@ class SurvivalNetwork(nn.Module):
         """The model's own loss terms besides the survival NLL (none by default)."""
         return out["hazards"].new_zeros(())
 
+    def test_modes(self) -> tuple[str, ...]:
+        """The test-time modes a repeated test compares ("none": nothing at test time is random)."""
+        return ("none",)
+
+    def reseed(self, seed: int) -> None:
+        """Reset any test-time random generator (none by default)."""
+
+    def decoupled_features(self) -> tuple[str, ...]:
+        """The output keys that are decoupled per-patient features (none by default)."""
+        return ()
+
     def genomic_weights(self) -> list[torch.Tensor]:
         """What the L1 penalty (MCAT's ``lambda_reg``) covers: the weight matrices of every SNN block."""
         return weight_matrices(m for m in self.modules() if isinstance(m, SNNBlock))

@@ -65,6 +65,7 @@ class TrainSettings:
     patience: int | None = None  # early stopping: epochs without inner improvement before stopping
     ensemble_size: int = 5
     max_patches: int | None = None  # the DeReF reference draws 30,000 patches from larger bags
+    test_repeats: int = 3  # repeated tests of the selected model per test-time mode (the paper's Table X)
     seed: int = 0
     device: str = "cpu"
 
@@ -77,6 +78,8 @@ class TrainSettings:
             raise ValueError(f"epochs and batch_size must be at least 1, not {self.epochs} and {self.batch_size}")
         if self.patience is not None and self.selection == "last":
             raise ValueError("patience (early stopping) needs an inner split: selection inner or ensemble")
+        if self.test_repeats < 1:
+            raise ValueError(f"test_repeats must be at least 1, not {self.test_repeats}")
         if self.selection == "ensemble" and self.ensemble_size < 2:
             raise ValueError(f"an ensemble needs at least 2 members, not {self.ensemble_size}")
 
@@ -86,8 +89,8 @@ class FoldResult:
     """Per-epoch log, the selected model's predictions, details and weights, and the optimistic pick.
 
     For an ensemble, predictions average the members' hazards, ``state_dict`` holds every member
-    under ``member_<m>.``, ``details`` are member 0's (the members' latent spaces differ) and
-    ``selected_epochs`` lists each member's epoch.
+    under ``member_<m>.``, ``details`` (attributions included) are member 0's (the members' latent
+    spaces differ) and ``selected_epochs`` lists each member's epoch.
     """
 
     log: pd.DataFrame
@@ -100,6 +103,7 @@ class FoldResult:
     best_epoch_predictions: pd.DataFrame
     inner_ids: list[str] = field(default_factory=list)
     parameters: int = 0  # of one network (coxph: its coefficients)
+    repeats: pd.DataFrame = field(default_factory=pd.DataFrame)  # repeated tests: test_rfr, repeat, risk
 
     @property
     def selected_epoch(self) -> int:
@@ -208,6 +212,80 @@ def average_hazards(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     for k in range(survival.shape[1]):
         averaged[f"survival_{k}"] = survival[:, k]
     return averaged[first.columns]
+
+
+def attribute(
+    model: SurvivalNetwork, patients: list[Patient], settings: TrainSettings
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per patient, how much each patch and each second-modality input drives each decoupled feature.
+
+    Gradient times input of the feature's L2 norm (eval mode), summed in absolute value over each
+    patch's feature vector and over each gene family (or each MRI sequence's voxels), normalised
+    to sum to 1 per feature and input: ``patch_attribution_<f>`` (N,) aligned with the bag rows
+    (and ``patch_rows`` under a patch cap, as ``predict``) and ``second_attribution_<f>``. A
+    feature that does not read an input (the pathology-specific feature and the genes) gets zeros.
+    """
+    features = model.decoupled_features()
+    if not features:
+        return {}
+    device = next(model.parameters()).device
+    data = _OnDevice(patients, device, settings.max_patches, settings.seed).reset()
+    model.eval()
+    result = {}
+    for i, p in enumerate(patients):
+        bag = data.bag(i)[0].detach().clone().requires_grad_(True)
+        second = [x.detach().clone().requires_grad_(True) for x in data.second[i]]
+        with torch.enable_grad():
+            out = model(bag, second)
+            scores = {}
+            for name in features:
+                grads = torch.autograd.grad(out[name].norm(), [bag, *second], retain_graph=True, allow_unused=True)
+                bag_grad = torch.zeros_like(bag) if grads[0] is None else grads[0]
+                scores[f"patch_attribution_{name}"] = (bag_grad * bag).sum(-1).abs()[0]
+                scores[f"second_attribution_{name}"] = torch.stack(
+                    [_second_share(g, x) for g, x in zip(grads[1:], second, strict=True)]
+                ).flatten()
+        result[p.patient_id] = {key: _normalised(value.detach().cpu().numpy()) for key, value in scores.items()}
+    return result
+
+
+def _second_share(grad: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """|gradient * input| summed over one family's genes, or per channel of an MRI volume (B, C, ...)."""
+    if grad is None:
+        grad = torch.zeros_like(x)
+    contribution = (grad * x).abs()
+    return contribution.flatten(2).sum(-1)[0] if x.ndim > 2 else contribution.sum().view(1)
+
+
+def _normalised(values: np.ndarray) -> np.ndarray:
+    total = values.sum()
+    return (values / total if total > 0 else values).astype(np.float32)
+
+
+def repeated_tests(models: Sequence[SurvivalNetwork], held_out: list[Patient], settings: TrainSettings) -> pd.DataFrame:
+    """The selected model tested ``test_repeats`` times on the same held-out patients, per test-time mode.
+
+    Each repeat reseeds the test-time generator (seed + 1000 + repeat): a deterministic mode gives
+    identical repeats, a random reorganisation one draw per call, as the paper's Table X. An
+    ensemble averages its members' hazards in every repeat.
+    """
+    tables = []
+    for mode in models[0].test_modes():
+        configured = [getattr(m, "test_rfr", None) for m in models]
+        for repeat in range(settings.test_repeats):
+            runs = []
+            for m in models:
+                if mode != "none":
+                    m.test_rfr = mode
+                m.reseed(settings.seed + 1000 + repeat)
+                runs.append(predict(m, held_out, settings)[0])
+            table = runs[0] if len(runs) == 1 else average_hazards(runs)
+            columns = ["patient_id", "survival_months", "censorship", "risk"]
+            tables.append(table[columns].assign(test_rfr=mode, repeat=repeat + 1))
+        for m, value in zip(models, configured, strict=True):
+            if value is not None:
+                m.test_rfr = value
+    return pd.concat(tables, ignore_index=True)
 
 
 def _inner_split(train: list[Patient], fraction: float, seed: int) -> tuple[list[Patient], list[Patient]]:
@@ -380,6 +458,10 @@ def train_network(
         member_settings = replace(settings, seed=settings.seed + offset)
         members.append(_train_member(build(offset), fit, inner, held_out, edges, member_settings))
     train_tables = [predict(member.model, train, settings)[0] for member in members]
+    details = members[0].details
+    for patient, scores in attribute(members[0].model, held_out, settings).items():
+        details[patient] |= scores
+    repeats = repeated_tests([member.model for member in members], held_out, settings)
     if len(members) == 1:
         member = members[0]
         log = pd.DataFrame(member.log)
@@ -394,12 +476,13 @@ def train_network(
         selected_epochs=[mb.selected_epoch for mb in members],
         predictions=held,
         predictions_train=train_table,
-        details=members[0].details,
+        details=details,
         state_dict=state,
         best_epoch=best_epoch,
         best_epoch_predictions=best_table,
         inner_ids=[p.patient_id for _, inner in folds for p in inner] if settings.selection == "inner" else [],
         parameters=sum(p.numel() for p in members[0].model.parameters()),
+        repeats=repeats,
     )
 
 

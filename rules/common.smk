@@ -4,6 +4,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import yaml
 from snakemake.utils import validate
 
 # Scripts and this file import the repository's own libraries (workflow/, model/).
@@ -11,7 +12,8 @@ sys.path.insert(0, workflow.basedir)
 
 from model.config import training_config
 from model.fold_outputs import FILES as FOLD_FILES
-from model.registry import MODELS, cohort_models, uses
+from model.registry import MODELS, applies, cohort_models, uses
+from model.variants import plain, select_variants
 from workflow.cohort import load_cohorts
 from workflow.sources import code_hash, import_closure
 
@@ -27,16 +29,67 @@ COHORT_MODELS = {
     )
     for name, cohort in COHORTS.items()
 }
+CATALOGUE = config["experiments"]["catalogue"] or Path(
+    workflow.basedir, "config", "variants.yaml"
+)
+EXPERIMENTS = (
+    select_variants(
+        yaml.safe_load(Path(CATALOGUE).read_text()) or {},
+        config["experiments"]["run"],
+        TRAINING,
+    )
+    if config["experiments"]["run"]
+    else {}
+)
+# Every trained run by name: each registry model as itself, and the experiment variants.
+VARIANTS = {name: plain(name) for name in MODELS} | EXPERIMENTS
+
+
+def _cohort_experiments(name, cohort):
+    """The experiment variants a cohort runs: its own list, else every one whose model it trains."""
+    own = config["cohorts"][name].get("experiments")
+    unknown = sorted(set(own or []) - set(EXPERIMENTS))
+    if unknown:
+        raise ValueError(
+            f"cohorts.{name}.experiments names {unknown}, which experiments.run does not select"
+        )
+    wanted = EXPERIMENTS if own is None else {v: EXPERIMENTS[v] for v in own}
+    if own is not None:
+        unusable = [
+            v
+            for v, spec in wanted.items()
+            if not applies(spec.model, cohort.modalities)
+        ]
+        if unusable:
+            raise ValueError(
+                f"cohort {name}: experiment variants {unusable} need modalities it lacks"
+            )
+    return [v for v, spec in wanted.items() if spec.model in COHORT_MODELS[name]]
+
+
+# What each cohort trains: its models, then its experiment variants.
+COHORT_VARIANTS = {
+    name: COHORT_MODELS[name] + _cohort_experiments(name, cohort)
+    for name, cohort in COHORTS.items()
+}
+
+
 # Training reruns when library code its script imports changes (a params value: Snakemake
 # watches the script, not its imports).
-TRAINING_CODE = code_hash(
-    import_closure(Path(workflow.basedir, "scripts", "train_fold.py"), workflow.basedir)
-)
+def script_code(script):
+    """Hash of a script's library imports: a params value, so a library change reruns its jobs."""
+    return code_hash(
+        import_closure(Path(workflow.basedir, "scripts", script), workflow.basedir)
+    )
+
+
+TRAINING_CODE = script_code("train_fold.py")
 
 # Results paths, each written once: rules name them as outputs, input functions fill them in.
 INVENTORY = "results/{cohort}/slides/inventory.tsv"
 PATCHES = "results/{cohort}/patches/{slide}.h5"
 TILING_SUMMARY = "results/{cohort}/patches/tiling_summary.tsv"
+TILING_GRID = "results/{cohort}/patches/qc/{slide}.grid.jpg"
 FEATURES = "results/{cohort}/features/{encoder}/{slide}.h5"
 FEATURES_SUMMARY = "results/{cohort}/features/{encoder}/features_summary.tsv"
 CLAM_PT = "results/{cohort}/features/{encoder}/pt_files/{slide}.pt"
@@ -46,35 +99,47 @@ PATIENT_ROI = "results/{cohort}/mri/patients/{patient}.h5"
 MRI_QC = "results/{cohort}/mri/qc/{patient}.png"
 ROI = "results/{cohort}/mri/roi.h5"
 SPLIT = "results/{cohort}/splits/splits_{fold}.csv"
+SEEDED_SPLIT = "results/{cohort}/splits/seed_{seed}/splits_{fold}.csv"
 # the train_fold rule's outputs, named as model.fold_outputs writes them
 FOLD_OUTPUTS = {
-    key: f"results/{{cohort}}/models/{{model}}/fold_{{fold}}/{name}"
+    key: f"results/{{cohort}}/models/{{variant}}/fold_{{fold}}/{name}"
     for key, name in FOLD_FILES.items()
 }
 # the evaluate_model rule's outputs
 EVALUATION = {
-    key: f"results/{{cohort}}/evaluation/{{model}}/{name}"
+    key: f"results/{{cohort}}/evaluation/{{variant}}/{name}"
     for key, name in (
         ("cindex", "cindex.tsv"),
         ("oof", "oof_predictions.tsv"),
         ("metrics", "metrics.tsv"),
         ("km_stats", "km.tsv"),
-        ("km_png", "km.png"),
-        ("km_pdf", "km.pdf"),
-        ("km_paper_png", "km_paper.png"),
-        ("km_paper_pdf", "km_paper.pdf"),
-        ("curves_png", "cindex_curves.png"),
-        ("curves_pdf", "cindex_curves.pdf"),
     )
 }
-EVALUATION_FIGURES = (
-    "km_png",
-    "km_pdf",
-    "km_paper_png",
-    "km_paper_pdf",
-    "curves_png",
-    "curves_pdf",
-)
+# the plot_model rule's outputs: per run, each figure as PNG and PDF
+MODEL_FIGURES = {
+    f"{key}_{ext}": f"results/{{cohort}}/figures/{{variant}}/{key}.{ext}"
+    for key in ("km", "km_paper", "cindex_curves", "training_curves", "risk_groups")
+    for ext in ("png", "pdf")
+}
+RISK_GROUP_TEST = "results/{cohort}/figures/{variant}/risk_groups.tsv"
+FIGURE_CATEGORIES = {
+    "km": "Kaplan-Meier (Fig. 6)",
+    "km_paper": "Kaplan-Meier (Fig. 6)",
+    "risk_groups": "Risk groups (Fig. 7)",
+    "cindex_curves": "Training curves",
+    "training_curves": "Training curves",
+}
+# cohort figures: the paper's Fig. 4 and Fig. 8, the tiling contact sheet
+COHORT_FIGURES = {
+    f"{key}_{ext}": f"results/{{cohort}}/figures/{key}.{ext}"
+    for key in ("decoupled_features", "attention", "tiling_contact_sheet")
+    for ext in ("png", "pdf")
+}
+GATE_FIGURE = {
+    ext: f"results/paper/figures/gate_weights.{ext}" for ext in ("png", "pdf")
+}
+PAPER_TABLES = ("main", "IV", "V", "VI", "VII", "VIII", "IX", "X")
+PAPER_TABLE = "results/paper/tables/table_{table}.{ext}"
 COMPARISON = "results/{cohort}/evaluation/comparison.tsv"
 SUMMARY_TABLE = {
     "tsv": "results/evaluation/table.tsv",
@@ -92,8 +157,9 @@ wildcard_constraints:
     slide=_alternatives(s for c in COHORTS.values() for s in c.slide_ids),
     patient=_alternatives(p for c in COHORTS.values() for p in c.patient_ids),
     encoder=re.escape(ENCODER),
-    model=_alternatives(MODELS),
+    variant=_alternatives(VARIANTS),
     fold=r"\d+",
+    seed=r"\d+",
 
 
 def get_demo_outputs(cohort):
@@ -232,7 +298,7 @@ def get_mri_patient_rois(wildcards):
 
 def _model_modalities(wildcards):
     """The cohort modalities the job's model reads (model.registry.uses)."""
-    return uses(wildcards.model, COHORTS[wildcards.cohort].modalities)
+    return uses(VARIANTS[wildcards.variant].model, COHORTS[wildcards.cohort].modalities)
 
 
 def get_patient_slides(wildcards):
@@ -287,25 +353,51 @@ def get_split_files(wildcards):
     return [f"{folder}/splits_{k}.csv" for k in FOLDS] if folder else []
 
 
-def get_fold_outputs(wildcards):
-    """The fold outputs the evaluation reads, for every fold of one model on one cohort."""
+def get_variant(wildcards):
+    """The run's variant as plain values (model.variants.Variant fields)."""
+    return asdict(VARIANTS[wildcards.variant])
+
+
+def get_split(wildcards):
+    """The fold's split: the cohort's, or stratified folds from the variant's own split seed."""
+    seed = VARIANTS[wildcards.variant].split_seed
+    if seed is None:
+        return SPLIT.format(cohort=wildcards.cohort, fold=wildcards.fold)
+    return SEEDED_SPLIT.format(cohort=wildcards.cohort, seed=seed, fold=wildcards.fold)
+
+
+def _fold_files(cohort, variant, keys):
     return {
-        key: expand(
-            FOLD_OUTPUTS[key],
-            cohort=wildcards.cohort,
-            model=wildcards.model,
-            fold=FOLDS,
-        )
-        for key in ("predictions", "best_epoch", "predictions_train", "meta", "log")
+        key: expand(FOLD_OUTPUTS[key], cohort=cohort, variant=variant, fold=FOLDS)
+        for key in keys
     }
 
 
+def get_fold_outputs(wildcards):
+    """The fold outputs the evaluation reads, for every fold of one run on one cohort."""
+    return _fold_files(
+        wildcards.cohort,
+        wildcards.variant,
+        ("predictions", "best_epoch", "predictions_train", "meta", "log"),
+    )
+
+
+def get_plot_inputs(wildcards):
+    """The fold predictions and logs and the pooled predictions that plot_model draws from."""
+    files = _fold_files(
+        wildcards.cohort,
+        wildcards.variant,
+        ("predictions", "predictions_train", "log"),
+    )
+    return files | {"oof": EVALUATION["oof"].format(**wildcards)}
+
+
 def get_cohort_oof(wildcards):
-    """The pooled honest out-of-fold predictions of every model trained on a cohort."""
+    """The pooled honest out-of-fold predictions of every run trained on a cohort."""
     return expand(
         EVALUATION["oof"],
         cohort=wildcards.cohort,
-        model=COHORT_MODELS[wildcards.cohort],
+        variant=COHORT_VARIANTS[wildcards.cohort],
     )
 
 
@@ -315,11 +407,11 @@ def get_training_memory(wildcards, input):
 
 
 def get_evaluations():
-    """The per-model metric tables of every cohort."""
+    """The per-run metric tables of every cohort."""
     return [
-        EVALUATION["metrics"].format(cohort=name, model=model)
+        EVALUATION["metrics"].format(cohort=name, variant=variant)
         for name in COHORTS
-        for model in COHORT_MODELS[name]
+        for variant in COHORT_VARIANTS[name]
     ]
 
 
@@ -328,15 +420,142 @@ def get_comparisons():
     return [COMPARISON.format(cohort=name) for name in COHORTS if COHORT_MODELS[name]]
 
 
-def get_figures():
-    """Every result figure and table: KM curves (both splits), C-index curves, the summary table."""
-    files = list(SUMMARY_TABLE.values())
+FIGURES_MODEL = config["figures"]["model"]
+if FIGURES_MODEL not in VARIANTS:
+    raise ValueError(
+        f"figures.model {FIGURES_MODEL!r} is neither a model nor a selected variant; "
+        f"choose from {sorted(VARIANTS)}"
+    )
+
+
+def _figure_cohorts():
+    """Cohorts that train the run whose decoupled features, gate and attributions are drawn."""
+    return [name for name in COHORTS if FIGURES_MODEL in COHORT_VARIANTS[name]]
+
+
+def get_details(wildcards):
+    """The figures model's details files (every fold) of one cohort."""
+    return _fold_files(wildcards.cohort, FIGURES_MODEL, ("details",))["details"]
+
+
+def get_attention_inputs(wildcards):
+    """Fig. 8's inputs: the figures model's details and pooled predictions, coordinates and slides."""
+    cohort = wildcards.cohort
+    return {
+        "details": get_details(wildcards),
+        "oof": EVALUATION["oof"].format(cohort=cohort, variant=FIGURES_MODEL),
+        "coords": get_patch_files(wildcards),
+        "slides": get_slide_files(wildcards),
+    }
+
+
+def get_gate_predictions():
+    """The figures model's held-out predictions (every fold) of every cohort that trains it."""
+    return {
+        name: _fold_files(name, FIGURES_MODEL, ("predictions",))["predictions"]
+        for name in _figure_cohorts()
+    }
+
+
+def get_grid_pictures(wildcards):
+    """The tiling grid pictures of every slide of a cohort."""
+    return expand(
+        TILING_GRID,
+        cohort=wildcards.cohort,
+        slide=COHORTS[wildcards.cohort].slide_ids,
+    )
+
+
+def _table_runs():
+    """Each paper table's rows: (run, label) pairs, the full model first where it is the reference row."""
+    base = {
+        "IV": "DeReF",
+        "V": "MSE",
+        "VI": "Random",
+        "VII": "4",
+        "VIII": "RCA",
+        "IX": "1",
+    }
+    rows = {"main": [(m, MODELS[m].description) for m in MODELS]}
+    for table, label in base.items():
+        variants = [
+            (v.name, v.label) for v in EXPERIMENTS.values() if table in v.tables
+        ]
+        model = {VARIANTS[name].model for name, _ in variants} or {FIGURES_MODEL}
+        rows[table] = [(m, label) for m in sorted(model)] + variants
+    rows["X"] = [(FIGURES_MODEL, "")]
+    return rows
+
+
+TABLE_RUNS = _table_runs()
+
+
+def get_table_inputs(wildcards):
+    """The paper tables' inputs: every run's metrics, repeated tests and Table VIII's details."""
+    mi_runs = {run for run, _ in TABLE_RUNS["VIII"]}
+    files = {
+        "metrics": get_evaluations(),
+        "repeats": [],
+        "details": [],
+        "meta": [],
+        "predictions": [],
+    }
     for name in COHORTS:
-        for model in COHORT_MODELS[name]:
-            files += [
-                EVALUATION[key].format(cohort=name, model=model)
-                for key in EVALUATION_FIGURES
+        if FIGURES_MODEL in COHORT_VARIANTS[name]:
+            files["repeats"] += _fold_files(name, FIGURES_MODEL, ("repeats",))[
+                "repeats"
             ]
+        for run in mi_runs & set(COHORT_VARIANTS[name]):
+            fold_files = _fold_files(name, run, ("details", "meta", "predictions"))
+            for key, paths in fold_files.items():
+                files[key] += paths
+    return files
+
+
+def get_table_rows():
+    """Each table's rows and the modality ticks of the main table's models, as plain values."""
+    ticks = {
+        m: sorted(
+            {
+                modality
+                for name, cohort in COHORTS.items()
+                if m in COHORT_MODELS[name]
+                for modality in uses(m, cohort.modalities)
+            }
+        )
+        for m in MODELS
+    }
+    return {"runs": TABLE_RUNS, "ticks": ticks, "cohorts": list(COHORTS)}
+
+
+def get_paper_tables():
+    """Every paper table, TSV and Markdown."""
+    return expand(PAPER_TABLE, table=PAPER_TABLES, ext=("tsv", "md"))
+
+
+def get_figures():
+    """Every table and figure: per run, per cohort, the paper's figures and tables, the summary table."""
+    files = list(SUMMARY_TABLE.values()) + get_paper_tables()
+    for name, cohort in COHORTS.items():
+        for variant in COHORT_VARIANTS[name]:
+            files += [
+                path.format(cohort=name, variant=variant)
+                for path in (*MODEL_FIGURES.values(), RISK_GROUP_TEST)
+            ]
+        keys = []
+        if "wsi" in cohort.modalities:
+            keys.append("tiling_contact_sheet")
+        if name in _figure_cohorts():
+            keys.append("decoupled_features")
+            if "wsi" in cohort.modalities:
+                keys.append("attention")
+        files += [
+            COHORT_FIGURES[f"{key}_{ext}"].format(cohort=name)
+            for key in keys
+            for ext in ("png", "pdf")
+        ]
+    if _figure_cohorts():
+        files += list(GATE_FIGURE.values())
     return files
 
 

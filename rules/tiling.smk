@@ -8,7 +8,7 @@ rule tile_slide:
         coords=PATCHES,
         contours="results/{cohort}/patches/contours/{slide}.geojson",
         mask="results/{cohort}/patches/qc/{slide}.mask.jpg",
-        grid="results/{cohort}/patches/qc/{slide}.grid.jpg",
+        grid=TILING_GRID,
     log:
         "logs/tile_slide/{cohort}/{slide}.log",
     benchmark:

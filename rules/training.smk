@@ -1,5 +1,6 @@
-# Survival models: splits per cohort, one training job per (cohort, model, fold), evaluation
-# per (cohort, model) and one summary table over all cohorts.
+# Survival models: splits per cohort, one training job per (cohort, variant, fold), evaluation
+# per (cohort, variant) and one summary table over all cohorts. A variant is a named run of a
+# registry model (each model is a variant of itself; experiment variants change options).
 
 
 rule make_splits:
@@ -23,18 +24,37 @@ rule make_splits:
         "../scripts/make_splits.py"
 
 
+rule make_seeded_splits:
+    output:
+        expand(SEEDED_SPLIT, fold=FOLDS, allow_missing=True),
+    log:
+        "logs/make_splits/{cohort}_seed_{seed}.log",
+    conda:
+        "../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        outcomes=get_outcomes,
+        splits_dir=None,
+        seed=lambda wildcards: int(wildcards.seed),
+        n_bins=TRAINING.n_bins,
+    script:
+        "../scripts/make_splits.py"
+
+
 rule train_fold:
     input:
         # wsi (features files), genomics, mri: only the modalities the model reads
         unpack(get_training_inputs),
-        split=SPLIT,
+        split=get_split,
     output:
         # one per key of model.fold_outputs.FILES: weights, predictions, ..., meta
         **FOLD_OUTPUTS,
     log:
-        "logs/train_fold/{cohort}/{model}/fold_{fold}.log",
+        "logs/train_fold/{cohort}/{variant}/fold_{fold}.log",
     benchmark:
-        "benchmarks/train_fold/{cohort}/{model}/fold_{fold}.tsv"
+        "benchmarks/train_fold/{cohort}/{variant}/fold_{fold}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: TRAINING.threads
@@ -45,6 +65,7 @@ rule train_fold:
         outcomes=get_outcomes,
         slides=get_patient_slides,
         training=asdict(TRAINING),
+        variant=get_variant,
         code=TRAINING_CODE,
     script:
         "../scripts/train_fold.py"
@@ -54,37 +75,9 @@ rule evaluate_model:
     input:
         unpack(get_fold_outputs),
     output:
-        cindex=EVALUATION["cindex"],
-        oof=EVALUATION["oof"],
-        metrics=EVALUATION["metrics"],
-        km_stats=EVALUATION["km_stats"],
-        km_png=report(
-            EVALUATION["km_png"],
-            caption="../report/km.rst",
-            category="Kaplan-Meier",
-            labels={
-                "cohort": "{cohort}",
-                "model": "{model}",
-                "split": "training median",
-            },
-        ),
-        km_pdf=EVALUATION["km_pdf"],
-        km_paper_png=report(
-            EVALUATION["km_paper_png"],
-            caption="../report/km_paper.rst",
-            category="Kaplan-Meier",
-            labels={"cohort": "{cohort}", "model": "{model}", "split": "paper"},
-        ),
-        km_paper_pdf=EVALUATION["km_paper_pdf"],
-        curves_png=report(
-            EVALUATION["curves_png"],
-            caption="../report/cindex_curves.rst",
-            category="Training curves",
-            labels={"cohort": "{cohort}", "model": "{model}"},
-        ),
-        curves_pdf=EVALUATION["curves_pdf"],
+        **EVALUATION,
     log:
-        "logs/evaluate_model/{cohort}/{model}.log",
+        "logs/evaluate_model/{cohort}/{variant}.log",
     conda:
         "../envs/stats.yaml"
     threads: 1
@@ -92,6 +85,7 @@ rule evaluate_model:
         mem_mb=1000,
     params:
         evaluation=lookup(dpath="evaluation", within=config),
+        code=script_code("evaluate_model.py"),
     script:
         "../scripts/evaluate_model.py"
 
@@ -110,6 +104,7 @@ rule compare_models:
         mem_mb=1000,
     params:
         evaluation=lookup(dpath="evaluation", within=config),
+        code=script_code("compare_models.py"),
     script:
         "../scripts/compare_models.py"
 
@@ -133,11 +128,8 @@ rule summary_table:
     resources:
         mem_mb=500,
     params:
-        descriptions={name: spec.description for name, spec in MODELS.items()},
+        descriptions={name: spec.description for name, spec in MODELS.items()}
+        | {name: v.label for name, v in EXPERIMENTS.items()},
+        code=script_code("summary_table.py"),
     script:
         "../scripts/summary_table.py"
-
-
-rule figures:
-    input:
-        get_figures(),

@@ -1,8 +1,7 @@
-"""The metric panel per fold and protocol, risk groups and their KM curves, C-index curves of one model.
+"""The metric panel per fold and protocol and the risk groups' tests of one run (its figures: plot_model).
 
 input: predictions, best_epoch, predictions_train, meta, log (one file per fold each, see
-model.fold_outputs); output: cindex, oof, metrics, km_stats, km_png, km_pdf, km_paper_png,
-km_paper_pdf, curves_png, curves_pdf; params: evaluation
+model.fold_outputs); output: cindex, oof, metrics, km_stats; params: evaluation
 """
 
 import sys
@@ -20,7 +19,6 @@ from model.evaluate import (
     Fold,
     evaluation_times,
     fold_cindex,
-    km_curves,
     km_statistics,
     median_split,
     metric_table,
@@ -29,14 +27,13 @@ from model.evaluate import (
     training_quantiles,
     truncation_time,
 )
-from model.fold_outputs import read_bin_edges, read_log, read_predictions
+from model.fold_outputs import read_bin_edges, read_predictions
 from model.metrics import NotComputable
 from workflow.io import write_tsv
 from workflow.logs import log_to_file
-from workflow.plots import cindex_curves, km_figure
 
 log = log_to_file(snakemake.log[0])
-cohort, model = snakemake.wildcards.cohort, snakemake.wildcards.model
+cohort, model = snakemake.wildcards.cohort, snakemake.wildcards.variant
 settings = EvaluationSettings(**snakemake.params.evaluation)
 honest = [read_predictions(p) for p in snakemake.input.predictions]
 best_epoch = [read_predictions(p) for p in snakemake.input.best_epoch]
@@ -77,16 +74,5 @@ for row in summarise(metrics).itertuples():
 splits = {"training_median": training_median_split(honest, train), "paper": median_split(oof)}
 stats = pd.DataFrame([{"cohort": cohort, "model": model} | km_statistics(km) for km in splits.values()])
 write_tsv(stats, snakemake.output.km_stats)
-figures = {
-    "training_median": [snakemake.output.km_png, snakemake.output.km_pdf],
-    "paper": [snakemake.output.km_paper_png, snakemake.output.km_paper_pdf],
-}
 for split, km in splits.items():
     log.info("%s: log-rank p %.3g (%s)", SPLITS[split], km.p_value, km.reason or "computed")
-    title = f"{model}, {cohort}: pooled out-of-fold risk\n{SPLITS[split]}"
-    km_figure(km_curves(km), title, km.p_value, figures[split])
-cindex_curves(
-    [read_log(p) for p in snakemake.input.log],
-    f"{model}, {cohort}",
-    [snakemake.output.curves_png, snakemake.output.curves_pdf],
-)

@@ -1,8 +1,8 @@
-"""Train one model on one cross-validation fold and write its weights, predictions and logs.
+"""Train one variant of a model on one cross-validation fold and write its weights, predictions and logs.
 
 input: wsi, genomics, mri (each empty unless the model uses it), split; output: the keys of
 model.fold_outputs.FILES; params: outcomes, slides (patient -> slide IDs, the order of input.wsi),
-training (model.config.TrainingConfig as a dict)
+training (model.config.TrainingConfig as a dict), variant (model.variants.Variant as a dict)
 """
 
 import gc
@@ -19,6 +19,7 @@ from model.data import load_cohort_data
 from model.fold import train_model, training_device
 from model.fold_outputs import FILES, write_fold_outputs
 from model.splits import read_mcat_split
+from model.variants import Variant
 from workflow.logs import log_to_file
 
 # Everything imported lives until exit: frozen, the garbage collector never walks it, which
@@ -26,6 +27,7 @@ from workflow.logs import log_to_file
 gc.freeze()
 log = log_to_file(snakemake.log[0])
 training = training_config(snakemake.params.training)
+variant = Variant(**snakemake.params.variant)
 torch.set_num_threads(snakemake.threads)
 outcomes = pd.DataFrame(snakemake.params.outcomes).set_index("patient_id")
 features = iter(snakemake.input.wsi)  # the features files of params.slides, in its order
@@ -37,11 +39,10 @@ data = load_cohort_data(
 train, held_out = read_mcat_split(snakemake.input.split)
 with training_device(training.device) as device:
     log.info(
-        "%s, fold %s on %s, reading %s", snakemake.wildcards.model, snakemake.wildcards.fold, device, data.modalities
+        "%s (%s), fold %s on %s, reading %s",
+        *(variant.name, variant.model, snakemake.wildcards.fold, device, data.modalities),
     )
-    result, meta = train_model(
-        data, snakemake.wildcards.model, int(snakemake.wildcards.fold), train, held_out, training, device
-    )
+    result, meta = train_model(data, variant, int(snakemake.wildcards.fold), train, held_out, training, device)
 for row in result.log.itertuples():
     log.info("epoch %d: train C %.3f, held-out C %.3f", row.epoch, row.train_c_index, row.held_out_c_index)
 write_fold_outputs({key: snakemake.output[key] for key in FILES}, result, meta, data)

@@ -172,3 +172,89 @@ def test_auxiliary_loss_is_the_weighted_decoupling_loss():
     features = (out["genomic"], out["pathology"], out["shared"], out["explore"])
     expected = 0.5 * decoupling_loss(*features, "l1")
     assert torch.equal(model.auxiliary_loss(out, TrainSettings(decoupling_weight=0.5, distance="l1")), expected)
+
+
+# The paper's ablations (Tables IV, VI, VII): each is a switch of DeReFOptions.
+
+
+@pytest.mark.parametrize(
+    ("options", "features", "gate"),
+    [
+        (DeReFOptions(explore=False), ("genomic", "pathology", "shared"), 4),
+        (DeReFOptions(decouple=False), (), 4),
+        (DeReFOptions(decoupler="concat_mlp"), ("genomic", "pathology", "shared", "explore"), 4),
+        (DeReFOptions(decoupler="cross_attention"), ("genomic", "pathology", "shared", "explore"), 4),
+        (DeReFOptions(rfr=False), ("genomic", "pathology", "shared", "explore"), 4),
+        (DeReFOptions(moe=False), ("genomic", "pathology", "shared", "explore"), None),
+        (DeReFOptions(segment_length=16), ("genomic", "pathology", "shared", "explore"), 4),
+        (DeReFOptions(n_experts=2), ("genomic", "pathology", "shared", "explore"), 2),
+    ],
+    ids=["wo-explore", "wo-decoupling", "concat-mlp", "cross-attention", "wo-rfr", "wo-moe", "segment-16", "2-experts"],
+)
+def test_each_ablation_trains_and_outputs_what_it_keeps(options, features, gate):
+    torch.manual_seed(0)
+    model = DeReF(SMALL, options=options)
+    wsi, second = inputs(SMALL, 20)
+    out = model(wsi, second)
+    assert model.decoupled_features() == features
+    assert all(out[f].shape == (1, 128) for f in features)
+    assert ("explore" in out) == ("explore" in features)
+    assert ("gate" in out) == (gate is not None) and (gate is None or out["gate"].shape == (1, gate))
+    loss = out["hazards"].sum() + model.auxiliary_loss(out, TrainSettings())
+    loss.backward()  # every kept parameter is reachable
+    unused = [n for n, p in model.named_parameters() if p.grad is None and not n.startswith("encoders")]
+    assert not unused
+
+
+def test_ablations_remove_their_parameters():
+    full = {n for n, _ in DeReF(SMALL).named_parameters()}
+    assert not any(n.startswith("explore.") for n, _ in DeReF(SMALL, options=DeReFOptions(explore=False)).named_parameters())
+    without = {n for n, _ in DeReF(SMALL, options=DeReFOptions(decouple=False)).named_parameters()}
+    assert not any(n.startswith(("shared.", "explore.", "genomic_specific.", "wsi_specific.")) for n in without)
+    assert {n for n in full if n.startswith("gate.")} and not any(
+        n.startswith("gate.") for n, _ in DeReF(SMALL, options=DeReFOptions(moe=False)).named_parameters()
+    )
+
+
+def test_without_rfr_the_features_are_concatenated_in_order_and_nothing_is_random():
+    model = DeReF(SMALL, options=DeReFOptions(rfr=False), seed=1)
+    assert model.segment_choices == (1,) and model.test_modes() == ("average",)
+    stacked = torch.arange(8.0).view(1, 4, 2)
+    from model.reorganise import reorganise
+
+    assert torch.equal(reorganise(stacked, 1), stacked.flatten(1))
+
+
+def test_fixed_segment_length_gives_one_choice():
+    assert DeReF(SMALL, options=DeReFOptions(segment_length=2)).segment_choices == (64,)
+    assert DeReF(SMALL, options=DeReFOptions(segment_length=64)).segment_choices == (2,)
+    with pytest.raises(ValueError, match="does not divide"):
+        DeReF(SMALL, options=DeReFOptions(segment_length=3))
+
+
+def test_cross_attention_ablation_uses_the_inter_modality_block_only():
+    torch.manual_seed(0)
+    ca = RegionalCrossAttention(6, 3, regions="inter")
+    second, pathology = torch.randn(2, 6), torch.randn(2, 6)
+    a, b = ca.fc_m(second), ca.fc_p(pathology)
+    m = a.unsqueeze(-1) * b.unsqueeze(-2)  # M_ij = a_i b_j
+    out1 = torch.einsum("bi,bij->bj", a, torch.softmax(m, dim=1))
+    out2 = torch.einsum("bj,bji->bi", b, torch.softmax(m.transpose(1, 2), dim=1))
+    assert torch.allclose(ca(second, pathology), (out1 + out2) / 2, atol=1e-6)
+
+
+def test_decoupling_loss_without_explore_drops_its_terms():
+    g, p, sh = torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 4)
+    mse = torch.nn.functional.mse_loss
+    assert torch.allclose(decoupling_loss(g, p, sh, None), mse(g, sh) + mse(p, sh) - mse(g, p))
+
+
+def test_ablation_combinations_that_mean_nothing_are_errors():
+    with pytest.raises(ValueError, match="no effect without the reorganisation"):
+        DeReFOptions(rfr=False, segment_length=8)
+    with pytest.raises(ValueError, match="no effect without the MoE"):
+        DeReFOptions(moe=False, n_experts=6)
+    with pytest.raises(ValueError, match="without the decoupling module"):
+        DeReFOptions(decouple=False, explore=False)
+    with pytest.raises(ValueError, match="reference gate"):
+        DeReFOptions(gate="reference", explore=False)

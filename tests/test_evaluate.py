@@ -24,8 +24,9 @@ from model.evaluate import (
     training_quantiles,
     truncation_time,
 )
+from model.figures.survival import km_figure
+from model.figures.training import cindex_curves
 from model.metrics import NotComputable
-from workflow.plots import cindex_curves, km_figure
 
 
 def fold_tables(n_folds=5, per_fold=30, signal=1.0, seed=0):

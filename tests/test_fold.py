@@ -30,6 +30,7 @@ from model.fold_outputs import (
 from model.registry import MODELS, Inputs, ModelChoice, applies, build_model, cohort_models, uses
 from model.splits import cohort_splits, read_mcat_split, write_mcat_split
 from model.train import TrainSettings, predict, train_network
+from model.variants import plain
 from tests.conftest import ROOT
 from workflow.genomics import Family, write_pathways
 
@@ -222,7 +223,7 @@ def test_fold_outputs_round_trip(tmp_path):
     outcomes, slides, _ = tiny_cohort(tmp_path)
     data = load_cohort_data(outcomes, slides, genomics=tmp_path / "pathways.h5")
     ids = list(outcomes.index)
-    result, meta = train_model(data, "deref", 0, ids[4:], ids[:4], TRAINING)
+    result, meta = train_model(data, plain("deref"), 0, ids[4:], ids[:4], TRAINING)
     assert meta["selected_epoch"] == 1 and meta["bins"] == "fold" and meta["n_held_out"] == 4
     outputs = {key: str(tmp_path / "out" / name) for key, name in FILES.items()}
     with pytest.raises(ValueError, match="fold outputs"):
@@ -254,10 +255,12 @@ def test_inner_selection_and_optimistic_pick(tmp_path):
     data = load_cohort_data(outcomes, slides, genomics=tmp_path / "pathways.h5")
     ids = list(outcomes.index)
     chosen = {"selection": "inner", "epochs": 3, "inner_metric": "c_index"}
-    result, meta = train_model(data, "abmil", 0, ids[4:], ids[:4], replace(TRAINING, **chosen))
+    result, meta = train_model(data, plain("abmil"), 0, ids[4:], ids[:4], replace(TRAINING, **chosen))
     assert meta["n_inner"] == 4 and meta["n_train"] == 12 and "inner_c_index" in result.log
     assert result.selected_epoch == int(result.log["inner_c_index"].idxmax())
-    result, _ = train_model(data, "abmil", 0, ids[4:], ids[:4], replace(TRAINING, **chosen | {"inner_metric": "loss"}))
+    result, _ = train_model(
+        data, plain("abmil"), 0, ids[4:], ids[:4], replace(TRAINING, **chosen | {"inner_metric": "loss"})
+    )
     assert result.selected_epoch == int(result.log["inner_loss"].idxmin())
     assert result.best_epoch == int(result.log["held_out_c_index"].idxmax())
 

@@ -231,3 +231,60 @@ def test_ensemble_averages_its_members_hazards():
     assert np.allclose(result.predictions["risk"], -survival.sum(1), atol=1e-6)
     assert sorted(result.predictions_train["patient_id"]) == sorted(p.patient_id for p in train)
     assert result.log.groupby("member")["inner_c_index"].count().min() >= 1
+
+
+def test_repeated_tests_have_zero_spread_when_deterministic_and_vary_when_random():
+    patients = planted_cohort(n=24)
+    edges = time_bin_edges(np.array([p.time for p in patients]), np.array([p.censorship for p in patients]))
+    torch.manual_seed(0)
+    model = DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32, seed=0)
+    result = train_network(lambda _: model, patients[:16], patients[16:], edges, TrainSettings(epochs=1, test_repeats=3))
+    repeats = result.repeats
+    assert set(repeats["test_rfr"]) == {"average", "random"} and sorted(set(repeats["repeat"])) == [1, 2, 3]
+    risk = repeats.pivot_table(index="patient_id", columns=["test_rfr", "repeat"], values="risk")
+    assert (risk["average"].nunique(axis=1) == 1).all()  # the deterministic test repeats exactly
+    assert np.allclose(risk["average"][1], result.predictions.set_index("patient_id").loc[risk.index, "risk"])
+    assert (risk["random"].nunique(axis=1) > 1).any()  # one random reorganisation per call differs
+    assert model.test_rfr == "average"  # the configured mode is restored
+
+
+def test_a_model_without_test_time_randomness_repeats_once_per_repeat():
+    patients = genomic_patients(n=16)
+    edges = time_bin_edges(np.array([p.time for p in patients]), np.array([p.censorship for p in patients]), 2)
+    result = train_network(lambda _: SNN(FAMILIES, n_bins=2), patients[:12], patients[12:], edges, TrainSettings(epochs=1, test_repeats=2))
+    assert set(result.repeats["test_rfr"]) == {"none"} and len(result.repeats) == 2 * 4
+    assert result.repeats.groupby("patient_id")["risk"].nunique().eq(1).all()
+
+
+def test_attributions_cover_each_decoupled_feature_and_ignore_inputs_it_does_not_read():
+    patients = planted_cohort(n=20)
+    edges = time_bin_edges(np.array([p.time for p in patients]), np.array([p.censorship for p in patients]))
+    torch.manual_seed(0)
+    result = train_network(
+        lambda _: DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32), patients[:14], patients[14:], edges, TrainSettings(epochs=1)
+    )
+    for patient in patients[14:]:
+        details = result.details[patient.patient_id]
+        for feature in ("genomic", "pathology", "shared", "explore"):
+            patches, second = details[f"patch_attribution_{feature}"], details[f"second_attribution_{feature}"]
+            assert patches.shape == (len(patient.bag),) and second.shape == (len(FAMILIES),)
+        # the pathology-specific feature reads no gene; the genomic-specific one no patch
+        assert not details["second_attribution_pathology"].any() and not details["patch_attribution_genomic"].any()
+        for feature in ("pathology", "shared", "explore"):
+            assert details[f"patch_attribution_{feature}"].sum() == pytest.approx(1.0, abs=1e-5)
+        for feature in ("genomic", "shared", "explore"):
+            assert details[f"second_attribution_{feature}"].sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_attribution_finds_the_patch_a_feature_depends_on():
+    from model.train import attribute
+
+    torch.manual_seed(0)
+    model = DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32)
+    patient = planted_cohort(n=1)[0]
+    bag = torch.zeros_like(patient.bag)
+    bag[3] = 5 * torch.randn(32)  # only patch 3 carries a signal: gradient x input is zero elsewhere
+    planted = Patient("X", bag, patient.second, patient.time, patient.censorship)
+    scores = attribute(model, [planted], TrainSettings())["X"]
+    assert int(np.argmax(scores["patch_attribution_pathology"])) == 3
+    assert scores["patch_attribution_pathology"][3] == pytest.approx(1.0)

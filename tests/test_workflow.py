@@ -73,10 +73,17 @@ def test_dry_run_of_the_full_dag():
         for name, cohort in cohorts.items()
     }
     assert models["demo_tcga"] == ["deref", "hdmoe", "snn", "abmil", "transmil", "concat_mlp", "coxph"]
+    # the demo's experiment variants run on demo_tcga only (config comments say which)
+    variants = config["experiments"]["run"]
+    assert len(variants) == 3 and config["cohorts"]["demo_liver"]["experiments"] == []
+    runs = sum(len(m) for m in models.values()) + len(variants)
     assert int(counts["make_splits"]) == len(cohorts)
-    assert int(counts["train_fold"]) == training.folds * sum(len(m) for m in models.values())
-    assert int(counts["evaluate_model"]) == sum(len(m) for m in models.values())
-    assert int(counts["summary_table"]) == 1
+    assert int(counts["make_seeded_splits"]) == 1  # deref_round_2's folds
+    assert int(counts["train_fold"]) == training.folds * runs
+    assert int(counts["evaluate_model"]) == int(counts["plot_model"]) == runs
+    assert int(counts["summary_table"]) == int(counts["paper_tables"]) == int(counts["gate_weights_figure"]) == 1
+    for rule in ("tiling_contact_sheet", "decoupled_features_figure", "attention_figure"):
+        assert int(counts[rule]) == len(cohorts)
 
 
 def test_training_code_covers_every_library_module_the_training_script_imports(tmp_path):
@@ -130,6 +137,8 @@ def tiny_config(tmp_path, n_patients=6):
             "selection": "last",
             "threads": 1,
         },
+        # one ablation with a decoupler of its own (Tables IV and VIII)
+        "experiments": {"run": ["deref_rca_concat_mlp"]},
     }
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
@@ -216,8 +225,16 @@ def test_demo_run_makes_real_cohorts(tmp_path):
             evaluation = tmp_path / "results" / cohort / "evaluation" / model
             cindex = pd.read_csv(evaluation / "cindex.tsv", sep="\t")
             assert set(cindex["protocol"]) == {"honest", "best_epoch"} and len(cindex) == 4
-            for figure in ("km.png", "km.pdf", "cindex_curves.png", "cindex_curves.pdf"):
-                assert (evaluation / figure).stat().st_size > 5_000
+            for figure in ("km", "km_paper", "cindex_curves", "training_curves", "risk_groups"):
+                for ext in ("png", "pdf"):
+                    assert (tmp_path / "results" / cohort / "figures" / model / f"{figure}.{ext}").stat().st_size > 5_000
+        figures = tmp_path / "results" / cohort / "figures"
+        for figure in ("decoupled_features", "attention", "tiling_contact_sheet"):
+            assert (figures / f"{figure}.png").stat().st_size > 5_000
+        repeats = pd.read_csv(
+            tmp_path / "results" / cohort / "models" / "deref" / "fold_0" / "predictions_repeats.tsv", sep="\t"
+        )
+        assert set(repeats["test_rfr"]) == {"average", "random"}
     genomics_only = tmp_path / "results" / "tiny_genomics"
     root = tmp_path / "resources" / "demo" / "tiny_genomics"
     assert sorted(p.name for p in root.iterdir()) == ["genomics.csv", "sheets", "signatures.csv", "truth.tsv"]
@@ -235,25 +252,89 @@ def test_demo_run_makes_real_cohorts(tmp_path):
         assert sorted(held) == sorted(truth["patient_id"])
         assert (genomics_only / "evaluation" / model / "cindex.tsv").is_file()
     table = pd.read_csv(tmp_path / "results" / "evaluation" / "table.tsv", sep="\t")
-    assert len(table) == 2 * 8 and set(table["cohort"]) == {"tiny_tcga", "tiny_liver", "tiny_genomics"}
+    assert len(table) == 2 * 9 and set(table["cohort"]) == {"tiny_tcga", "tiny_liver", "tiny_genomics"}
     markdown = (tmp_path / "results" / "evaluation" / "table.md").read_text()
     assert "| DeReF |" in markdown and "optimistic" in markdown
+    check_paper_tables(tmp_path)
 
     again = run([*SNAKEMAKE, "--cores", "2", "--directory", str(tmp_path), "-n"], tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
-    run([*SNAKEMAKE, "--directory", str(tmp_path), "--report", str(tmp_path / "report.zip")], tmp_path)
-    assert (tmp_path / "report.zip").stat().st_size > 10_000
+    run([*SNAKEMAKE, "--directory", str(tmp_path), "--report", str(tmp_path / "report.html")], tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    for category in ("Paper tables", "Attention (Fig. 8)", "Decoupled features (Fig. 4)", "Tiling QC"):
+        assert category in html
+    assert "Random-weight features" in html
+    only_plots_rerun_after_a_plotting_change(tmp_path)
+
+
+def check_paper_tables(tmp_path):
+    """The main table's C-index cells equal Harrell's C recomputed from each fold's saved predictions."""
+    from model.metrics import harrell_c
+
+    tables = tmp_path / "results" / "paper" / "tables"
+    main = pd.read_csv(tables / "table_main.tsv", sep="\t")
+    honest = main[(main["protocol"] == "honest") & (main["cohort"] != "Overall")]
+    assert len(honest) > 0
+    for row in honest.itertuples():
+        folds = []
+        for fold in (0, 1):
+            path = tmp_path / "results" / row.cohort / "models" / row.run / f"fold_{fold}" / "predictions.tsv"
+            if path.exists():
+                p = pd.read_csv(path, sep="\t")
+                folds.append(harrell_c(p["survival_months"], p["censorship"], p["risk"]))
+        if not folds:
+            assert np.isnan(row.mean) and "not run" in row.reason
+            continue
+        finite = [c for c in folds if np.isfinite(c)]
+        assert row.mean == pytest.approx(np.mean(finite)) and row.std == pytest.approx(np.std(finite))
+    for name in ("IV", "VIII", "X"):
+        assert "Honest" in (tables / f"table_{name}.md").read_text()
+    repeats = pd.read_csv(tables / "table_X.tsv", sep="\t")
+    deterministic = repeats[(repeats["test_rfr"] == "average") & (repeats["row"] == "Average")]
+    assert (deterministic["std"].dropna() < 1e-12).all()  # the deterministic test repeats exactly
+
+
+PLOTTING_RULES = {
+    "plot_model",
+    "decoupled_features_figure",
+    "gate_weights_figure",
+    "attention_figure",
+    "tiling_contact_sheet",
+    "figures",
+    "all",
+}
+
+
+def only_plots_rerun_after_a_plotting_change(tmp_path):
+    """A copy of the workflow whose plotting module changed reruns plotting jobs only."""
+    import shutil
+
+    copy = tmp_path / "workflow_copy"
+    for entry in ("Snakefile", "rules", "scripts", "model", "workflow", "config", "report", "envs", "profiles"):
+        source = ROOT / entry
+        if source.is_dir():
+            shutil.copytree(source, copy / entry, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            shutil.copy2(source, copy / entry)
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(copy / "Snakefile"), "--directory", str(tmp_path)]
+    unchanged = run([*command, "-n", "figures"], tmp_path)
+    assert "Nothing to be done" in unchanged.stdout + unchanged.stderr
+    with (copy / "model" / "figures" / "survival.py").open("a") as module:
+        module.write("\n# a plotting change\n")
+    changed = run([*command, "-n", "--quiet", "rules", "figures"], tmp_path)
+    jobs = {line.split()[0] for line in changed.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert "plot_model" in jobs and jobs <= PLOTTING_RULES
 
 
 def training_inputs(listing: str) -> dict[tuple[str, str], list[str]]:
-    """(cohort, model) -> input files of its fold-0 train_fold job, from a dry run's job listing."""
+    """(cohort, run) -> input files of its fold-0 train_fold job, from a dry run's job listing."""
     jobs = {}
     for block in re.split(r"\n(?=\S)", listing):
         if block.startswith("rule train_fold:"):
             fields = dict(line.strip().split(": ", 1) for line in block.splitlines()[1:] if ": " in line)
             wildcards = dict(w.split("=") for w in fields["wildcards"].split(", "))
             if wildcards["fold"] == "0":
-                jobs[wildcards["cohort"], wildcards["model"]] = fields["input"].split(", ")
+                jobs[wildcards["cohort"], wildcards["variant"]] = fields["input"].split(", ")
     return jobs
 
 
@@ -277,6 +358,8 @@ def test_training_jobs_wait_only_for_the_modalities_their_model_reads(tmp_path):
         ("tiny_genomics", "coxph"): {"genomics"},
         ("tiny_tcga", "coxph"): {"wsi", "genomics"},  # coxph reads every modality of its cohort
         ("tiny_liver", "coxph"): {"wsi", "mri"},
+        ("tiny_tcga", "deref_rca_concat_mlp"): {"wsi", "genomics"},  # a variant reads as its model
+        ("tiny_liver", "deref_rca_concat_mlp"): {"wsi", "mri"},
     }
     assert set(jobs) == set(reads)
     for (cohort, model), inputs in jobs.items():
@@ -297,7 +380,7 @@ def test_a_configfile_replaces_the_default_config(tmp_path):
     done = run([*SNAKEMAKE, "-n", "--directory", str(tmp_path), "--configfile", "genomics.yaml", "--summary"], tmp_path)
     outputs = summary(done.stdout)
     assert {rule for _, _, rule, *_ in outputs} >= {"demo_cohort", "build_pathways", "train_fold"}
-    prefixes = ("results/tiny_genomics/", "results/evaluation/", "resources/demo/tiny_genomics/")
+    prefixes = ("results/tiny_genomics/", "results/evaluation/", "results/paper/", "resources/demo/tiny_genomics/")
     assert [path for path, *_ in outputs if not path.startswith(prefixes)] == []
 
 
@@ -338,7 +421,8 @@ def test_documented_tcga_genomics_config_plans_mcat_folds_and_no_slide_job(share
         if rule == "train_fold" and path.endswith("/predictions.tsv")
     )
     assert predictions == {"snn": 5, "coxph": 5}
-    assert [path for path, *_ in outputs if not path.startswith(("results/tcga_blca/", "results/evaluation/"))] == []
+    own = ("results/tcga_blca/", "results/evaluation/", "results/paper/")
+    assert [path for path, *_ in outputs if not path.startswith(own)] == []
     slide_rules = {"demo_cohort", "inventory_slides", "tile_slide", "summarize_tiling", "extract_features"}
     assert not slide_rules & {rule for _, _, rule, *_ in outputs}
 

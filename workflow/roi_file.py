@@ -94,3 +94,9 @@ def read_rois(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray, np.n
     with h5py.File(path, "r") as h5:
         patients = [p.decode() if isinstance(p, bytes) else str(p) for p in h5[PATIENTS][:]]
         return patients, h5[CHANNELS][:], h5[MASKS][:]
+
+
+def read_sequences(path: str | os.PathLike[str]) -> list[str]:
+    """A cohort file's sequence names, in channel order."""
+    with h5py.File(path, "r") as h5:
+        return [str(name) for name in h5.attrs[SEQUENCES]]
