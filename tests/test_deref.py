@@ -208,7 +208,9 @@ def test_each_ablation_trains_and_outputs_what_it_keeps(options, features, gate)
 
 def test_ablations_remove_their_parameters():
     full = {n for n, _ in DeReF(SMALL).named_parameters()}
-    assert not any(n.startswith("explore.") for n, _ in DeReF(SMALL, options=DeReFOptions(explore=False)).named_parameters())
+    assert not any(
+        n.startswith("explore.") for n, _ in DeReF(SMALL, options=DeReFOptions(explore=False)).named_parameters()
+    )
     without = {n for n, _ in DeReF(SMALL, options=DeReFOptions(decouple=False)).named_parameters()}
     assert not any(n.startswith(("shared.", "explore.", "genomic_specific.", "wsi_specific.")) for n in without)
     assert {n for n in full if n.startswith("gate.")} and not any(

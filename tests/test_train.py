@@ -238,7 +238,9 @@ def test_repeated_tests_have_zero_spread_when_deterministic_and_vary_when_random
     edges = time_bin_edges(np.array([p.time for p in patients]), np.array([p.censorship for p in patients]))
     torch.manual_seed(0)
     model = DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32, seed=0)
-    result = train_network(lambda _: model, patients[:16], patients[16:], edges, TrainSettings(epochs=1, test_repeats=3))
+    result = train_network(
+        lambda _: model, patients[:16], patients[16:], edges, TrainSettings(epochs=1, test_repeats=3)
+    )
     repeats = result.repeats
     assert set(repeats["test_rfr"]) == {"average", "random"} and sorted(set(repeats["repeat"])) == [1, 2, 3]
     risk = repeats.pivot_table(index="patient_id", columns=["test_rfr", "repeat"], values="risk")
@@ -251,7 +253,9 @@ def test_repeated_tests_have_zero_spread_when_deterministic_and_vary_when_random
 def test_a_model_without_test_time_randomness_repeats_once_per_repeat():
     patients = genomic_patients(n=16)
     edges = time_bin_edges(np.array([p.time for p in patients]), np.array([p.censorship for p in patients]), 2)
-    result = train_network(lambda _: SNN(FAMILIES, n_bins=2), patients[:12], patients[12:], edges, TrainSettings(epochs=1, test_repeats=2))
+    result = train_network(
+        lambda _: SNN(FAMILIES, n_bins=2), patients[:12], patients[12:], edges, TrainSettings(epochs=1, test_repeats=2)
+    )
     assert set(result.repeats["test_rfr"]) == {"none"} and len(result.repeats) == 2 * 4
     assert result.repeats.groupby("patient_id")["risk"].nunique().eq(1).all()
 
@@ -261,7 +265,11 @@ def test_attributions_cover_each_decoupled_feature_and_ignore_inputs_it_does_not
     edges = time_bin_edges(np.array([p.time for p in patients]), np.array([p.censorship for p in patients]))
     torch.manual_seed(0)
     result = train_network(
-        lambda _: DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32), patients[:14], patients[14:], edges, TrainSettings(epochs=1)
+        lambda _: DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32),
+        patients[:14],
+        patients[14:],
+        edges,
+        TrainSettings(epochs=1),
     )
     for patient in patients[14:]:
         details = result.details[patient.patient_id]

@@ -227,7 +227,9 @@ def test_demo_run_makes_real_cohorts(tmp_path):
             assert set(cindex["protocol"]) == {"honest", "best_epoch"} and len(cindex) == 4
             for figure in ("km", "km_paper", "cindex_curves", "training_curves", "risk_groups"):
                 for ext in ("png", "pdf"):
-                    assert (tmp_path / "results" / cohort / "figures" / model / f"{figure}.{ext}").stat().st_size > 5_000
+                    assert (
+                        tmp_path / "results" / cohort / "figures" / model / f"{figure}.{ext}"
+                    ).stat().st_size > 5_000
         figures = tmp_path / "results" / cohort / "figures"
         for figure in ("decoupled_features", "attention", "tiling_contact_sheet"):
             assert (figures / f"{figure}.png").stat().st_size > 5_000
@@ -322,7 +324,9 @@ def only_plots_rerun_after_a_plotting_change(tmp_path):
     with (copy / "model" / "figures" / "survival.py").open("a") as module:
         module.write("\n# a plotting change\n")
     changed = run([*command, "-n", "--quiet", "rules", "figures"], tmp_path)
-    jobs = {line.split()[0] for line in changed.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
+    jobs = {
+        line.split()[0] for line in changed.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
     assert "plot_model" in jobs and jobs <= PLOTTING_RULES
 
 
