@@ -66,8 +66,6 @@ def _usable(features: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarra
     counts = np.bincount(codes)
     if len(counts) < 2:
         raise NotComputable(f"fewer than 2 labels with at least 2 samples ({len(counts)})")
-    if counts.min() <= k:
-        raise NotComputable(f"a label has {counts.min()} samples; {k} nearest neighbours need at least {k + 1}")
     std = x.std(axis=0)
     if not np.any(std > 0):
         raise NotComputable("every feature column is constant")
@@ -83,22 +81,25 @@ def mutual_information(features: np.ndarray, labels: np.ndarray, k: int = 3) -> 
     sample's distance to its k-th nearest neighbour with the same label, N_c that label's count,
     and m the number of other samples (any label) within d. Feature columns are z-scored first
     (constant ones dropped) so that no dimension dominates the distances. As in Ross, samples whose
-    label occurs only once have no same-label neighbour and are dropped. Estimates below 0 (noise
-    around independence) are clipped to 0. NotComputable when fewer than 2 labels remain or a label
-    has at most k samples.
+    label occurs only once have no same-label neighbour and are dropped; a label with at most k
+    samples uses k = its count - 1 (ψ(k) becomes the mean of each sample's ψ(k), as scikit-learn's
+    implementation of the estimator does), so small held-out folds still give an estimate.
+    Estimates below 0 (noise around independence) are clipped to 0. NotComputable when fewer than
+    2 labels remain.
     """
     return _estimate(*_usable(features, labels, k), k)
 
 
 def _estimate(x: np.ndarray, codes: np.ndarray, k: int) -> float:
-    radius = np.empty(len(x))
+    radius, neighbours = np.empty(len(x)), np.empty(len(x))
+    counts = np.bincount(codes)
     for code in range(codes.max() + 1):
         members = codes == code
-        distances, _ = NearestNeighbors(n_neighbors=k, metric="chebyshev").fit(x[members]).kneighbors()
-        radius[members] = distances[:, -1]
+        k_code = min(k, counts[code] - 1)
+        distances, _ = NearestNeighbors(n_neighbors=k_code, metric="chebyshev").fit(x[members]).kneighbors()
+        radius[members], neighbours[members] = distances[:, -1], k_code
     within = KDTree(x, metric="chebyshev").query_radius(x, radius, count_only=True) - 1  # all within d, not self
-    counts = np.bincount(codes)
-    estimate = digamma(len(x)) - digamma(counts[codes]).mean() + digamma(k) - digamma(within).mean()
+    estimate = digamma(len(x)) - digamma(counts[codes]).mean() + digamma(neighbours).mean() - digamma(within).mean()
     return float(max(estimate, 0.0))
 
 
