@@ -64,6 +64,9 @@ class SurvivalNetwork(nn.Module):
         """The model's own loss terms besides the survival NLL (none by default)."""
         return out["hazards"].new_zeros(())
 
+    # the test-time mode in use; networks with a random test-time reorganisation switch it
+    test_rfr: str = "none"
+
     def test_modes(self) -> tuple[str, ...]:
         """The test-time modes a repeated test compares ("none": nothing at test time is random)."""
         return ("none",)

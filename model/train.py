@@ -270,21 +270,19 @@ def repeated_tests(models: Sequence[SurvivalNetwork], held_out: list[Patient], s
     ensemble averages its members' hazards in every repeat.
     """
     tables = []
+    configured = [m.test_rfr for m in models]
     for mode in models[0].test_modes():
-        configured = [getattr(m, "test_rfr", None) for m in models]
         for repeat in range(settings.test_repeats):
             runs = []
             for m in models:
-                if mode != "none":
-                    m.test_rfr = mode
+                m.test_rfr = mode
                 m.reseed(settings.seed + 1000 + repeat)
                 runs.append(predict(m, held_out, settings)[0])
             table = runs[0] if len(runs) == 1 else average_hazards(runs)
             columns = ["patient_id", "survival_months", "censorship", "risk"]
             tables.append(table[columns].assign(test_rfr=mode, repeat=repeat + 1))
-        for m, value in zip(models, configured, strict=True):
-            if value is not None:
-                m.test_rfr = value
+    for m, mode in zip(models, configured, strict=True):
+        m.test_rfr = mode
     return pd.concat(tables, ignore_index=True)
 
 

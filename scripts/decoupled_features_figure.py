@@ -9,7 +9,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 import numpy as np
-import pandas as pd
 
 from model.dependence import cka_matrix
 from model.figures.decoupled import decoupled_features_figure
@@ -37,7 +36,7 @@ mean_cka = sum(cka) / len(cka)
 log.info("linear CKA averaged over %d folds:\n%s", len(cka), mean_cka.round(3).to_string())
 decoupled_features_figure(
     {label: np.concatenate(parts) for label, parts in features.items()},
-    pd.DataFrame(mean_cka),
+    mean_cka,
     f"{run}, {cohort}: decoupled features of held-out patients (all folds)",
     [snakemake.output.png, snakemake.output.pdf],
     seed=snakemake.params.seed,
