@@ -36,7 +36,7 @@ from model.bins import assign_bins, time_bin_edges  # noqa: E402
 from model.data import Patient  # noqa: E402
 from model.deref import DeReF, DeReFOptions  # noqa: E402
 from model.survival import nll_survival_loss  # noqa: E402
-from model.train import TrainSettings, epoch_order, predict, train_network  # noqa: E402
+from model.train import TrainSettings, epoch_lr, epoch_order, predict, train_network  # noqa: E402
 from workflow.io import write_tsv  # noqa: E402
 
 BLCA_SIZES = [94, 334, 521, 468, 1496, 479]
@@ -79,14 +79,16 @@ def disk_loop(model, train, held, edges, settings, folder: Path) -> tuple[pd.Dat
     losses, seconds = [], []
     for epoch in range(settings.epochs):
         for group in optimiser.param_groups:
-            group["lr"] = settings.lr * (1 - epoch / settings.epochs) ** 0.9
+            group["lr"] = epoch_lr(settings, epoch)
         model.train()
         start, total = time.perf_counter(), 0.0
         for i in epoch_order(bins, censorship, rng, settings.weighted_sampling):
             bag = torch.load(paths[i], weights_only=True).unsqueeze(0)
             out = model(bag, [x.unsqueeze(0) for x in train[i].second])
-            loss = nll_survival_loss(out["hazards"], torch.tensor([bins[i]]), torch.tensor([censorship[i]]))
-            loss = loss + model.auxiliary_loss(out, settings)
+            label, censored = torch.tensor([bins[i]]), torch.tensor([censorship[i]])
+            loss = nll_survival_loss(out["hazards"], label, censored) + model.auxiliary_loss(
+                out, settings, label, censored
+            )
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -109,7 +111,7 @@ def main() -> None:
     train, held = patients[:48], patients[48:]
     times = np.array([p.time for p in patients])
     edges = time_bin_edges(times, np.array([p.censorship for p in patients]))  # the reference: whole cohort
-    settings = TrainSettings(epochs=args.epochs, poly_decay=True, weighted_sampling=True, seed=1)
+    settings = TrainSettings(epochs=args.epochs, scheduler="poly", weighted_sampling=True, seed=1)
 
     def fresh() -> DeReF:
         torch.manual_seed(1)

@@ -12,13 +12,8 @@ import math
 import torch
 from torch import nn
 
-from model.encoders import SNNBlock, TransMIL, check_second_modality, init_weights, single_volume
-from model.survival import SurvivalNetwork, risk_score, survival_curve, weight_matrices
-
-
-def _survival_outputs(logits: torch.Tensor, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
-    hazards = torch.sigmoid(logits)
-    return {"hazards": hazards, "survival": survival_curve(hazards), "risk": risk_score(hazards), **extra}
+from model.encoders import SNNBlock, TransMIL, check_second_modality, init_weights, single_volume, wsi_projection
+from model.survival import SurvivalNetwork, survival_outputs, weight_matrices
 
 
 def _lecun_normal(module: nn.Module) -> None:
@@ -38,26 +33,44 @@ class ConcatenatedSNN(nn.Sequential):
         return super().forward(torch.cat(families, dim=-1))
 
 
-class GatedAttentionPool(nn.Module):
-    """Gated attention MIL pooling (Ilse et al. 2018; CLAM/MCAT ``Attn_Net_Gated``) over a patch bag.
+class GatedAttention(nn.Module):
+    """Gated attention scores (Ilse et al. 2018; CLAM/MCAT ``Attn_Net_Gated``): one score per token and head.
 
-    Linear(wsi_dim, dim)-ReLU-Dropout per patch, score = Linear(tanh branch ⊙ sigmoid branch),
-    softmax over the patches, attention-weighted sum of the patch embeddings.
+    score = Linear(hidden, heads)(tanh branch ⊙ sigmoid branch), each branch Linear(in_dim, hidden)
+    followed by dropout; unnormalised, so callers choose the softmax (over patches, per head).
+    """
+
+    def __init__(self, in_dim: int = 256, hidden: int = 256, dropout: float = 0.25, heads: int = 1) -> None:
+        super().__init__()
+        self.attention_a = nn.Sequential(nn.Linear(in_dim, hidden), nn.Tanh(), nn.Dropout(dropout))
+        self.attention_b = nn.Sequential(nn.Linear(in_dim, hidden), nn.Sigmoid(), nn.Dropout(dropout))
+        self.attention_c = nn.Linear(hidden, heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, in_dim) -> (B, N, heads)."""
+        return self.attention_c(self.attention_a(x) * self.attention_b(x))
+
+    def pool(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One head: (B, N, in_dim) -> the softmax-weighted sum (B, in_dim) and the weights (B, N)."""
+        weights = torch.softmax(self(x).squeeze(-1), dim=-1)
+        return (weights.unsqueeze(1) @ x).squeeze(1), weights
+
+
+class GatedAttentionPool(nn.Module):
+    """Gated attention MIL pooling over a patch bag (ABMIL; MCAT's ``MIL_Attention_FC_surv``).
+
+    Linear(wsi_dim, dim)-ReLU-Dropout per patch, ``GatedAttention`` scores, softmax over the
+    patches, attention-weighted sum of the patch embeddings.
     """
 
     def __init__(self, wsi_dim: int = 1024, dim: int = 256, dropout: float = 0.25) -> None:
         super().__init__()
-        self.fc = nn.Sequential(nn.Linear(wsi_dim, dim), nn.ReLU(), nn.Dropout(dropout))
-        self.attention_a = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Dropout(dropout))
-        self.attention_b = nn.Sequential(nn.Linear(dim, dim), nn.Sigmoid(), nn.Dropout(dropout))
-        self.attention_c = nn.Linear(dim, 1)
+        self.fc = wsi_projection(wsi_dim, dim, dropout, layers=1)
+        self.gate = GatedAttention(dim, dim, dropout)
 
     def forward(self, wsi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N, wsi_dim) -> pooled embedding (B, dim) and attention (B, N) summing to 1."""
-        h = self.fc(wsi)
-        scores = self.attention_c(self.attention_a(h) * self.attention_b(h)).squeeze(-1)
-        attention = torch.softmax(scores, dim=-1)
-        return (attention.unsqueeze(1) @ h).squeeze(1), attention
+        return self.gate.pool(self.fc(wsi))
 
 
 class SNN(SurvivalNetwork):
@@ -75,7 +88,7 @@ class SNN(SurvivalNetwork):
 
     def forward(self, wsi: torch.Tensor, second: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """The bag is ignored; ``second`` is the list of per-family (B, d_i) tensors."""
-        return _survival_outputs(self.head(self.encoder(second)))
+        return survival_outputs(self.head(self.encoder(second)))
 
     def genomic_weights(self) -> list[torch.Tensor]:
         """The whole network is genomic: every weight matrix, head included (MCAT's ``l1_reg_all``)."""
@@ -98,7 +111,7 @@ class ABMIL(SurvivalNetwork):
     def forward(self, wsi: torch.Tensor, second: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """(B, N, wsi_dim) bag -> hazards and patch attention; ``second`` is ignored."""
         pooled, attention = self.pool(wsi)
-        return _survival_outputs(self.head(self.rho(pooled)), attention=attention)
+        return survival_outputs(self.head(self.rho(pooled)), attention=attention)
 
 
 class TransMILSurvival(SurvivalNetwork):
@@ -112,7 +125,7 @@ class TransMILSurvival(SurvivalNetwork):
         self, wsi_dim: int = 1024, n_bins: int = 4, dim: int = 256, dropout: float = 0.25, nystrom_padding: bool = True
     ) -> None:
         super().__init__()
-        self.fc = nn.Sequential(nn.Linear(wsi_dim, dim), nn.ReLU(), nn.Dropout(dropout))
+        self.fc = wsi_projection(wsi_dim, dim, dropout, layers=1)
         self.encoder = TransMIL(dim, ppeg=True, pad_to_landmarks=nystrom_padding)
         self.head = nn.Linear(dim, n_bins)
         self.apply(init_weights)
@@ -120,7 +133,7 @@ class TransMILSurvival(SurvivalNetwork):
     def forward(self, wsi: torch.Tensor, second: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """(B, N, wsi_dim) bag -> hazards and patch attention; ``second`` is ignored."""
         cls, _, attention = self.encoder(self.fc(wsi))
-        return _survival_outputs(self.head(cls), attention=attention)
+        return survival_outputs(self.head(cls), attention=attention)
 
 
 class ConcatMLP(SurvivalNetwork):
@@ -157,7 +170,7 @@ class ConcatMLP(SurvivalNetwork):
         """(B, N, wsi_dim) bag and the families or [volume] -> hazards and patch attention."""
         pooled, attention = self.pool(wsi)
         embedding = self.second_encoder(single_volume(second) if self.mri else second)
-        return _survival_outputs(self.head(torch.cat([pooled, embedding], dim=-1)), attention=attention)
+        return survival_outputs(self.head(torch.cat([pooled, embedding], dim=-1)), attention=attention)
 
 
 class MRIResNet(SurvivalNetwork):
@@ -172,4 +185,4 @@ class MRIResNet(SurvivalNetwork):
 
     def forward(self, wsi: torch.Tensor, second: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """``second`` is [(B, C, D, H, W)]; the bag is ignored."""
-        return _survival_outputs(self.head(self.encoder(single_volume(second))))
+        return survival_outputs(self.head(self.encoder(single_volume(second))))

@@ -19,8 +19,24 @@ BIN_MODES = ("fold", "cohort")
 # regime exactly; the paper preset's regime was measured under honest selection on the real
 # TCGA-BLCA table (bench/training_regimes.py, bench/README.md).
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "paper": {"bins": "fold", "batch_size": 32, "l1": 1e-4, "selection": "ensemble", "wsi_standardise": True},
-    "reference": {"bins": "cohort", "batch_size": 1, "l1": 0.0, "selection": "last", "wsi_standardise": False},
+    "paper": {
+        "bins": "fold",
+        "batch_size": 32,
+        "l1": 1e-4,
+        "selection": "ensemble",
+        "wsi_standardise": True,
+        "scheduler": "none",
+        "weighted_sampling": False,
+    },
+    "reference": {
+        "bins": "cohort",
+        "batch_size": 1,
+        "l1": 0.0,
+        "selection": "last",
+        "wsi_standardise": False,
+        "scheduler": "poly",
+        "weighted_sampling": True,
+    },
 }
 
 
@@ -35,6 +51,10 @@ class TrainingConfig:
     epochs: int = 30
     lr: float = 5e-4
     weight_decay: float = 1e-5
+    optimiser: str = "adam"
+    scheduler: str | None = None
+    momentum: float = 0.0
+    weighted_sampling: bool | None = None
     n_bins: int = 4
     bins: str | None = None
     selection: str | None = None

@@ -201,7 +201,9 @@ class DeReF(SurvivalNetwork):
             return ()
         return tuple(f for f in self.FEATURES if f != "explore" or self.options.explore)
 
-    def auxiliary_loss(self, out: dict[str, torch.Tensor], settings: TrainSettings) -> torch.Tensor:
+    def auxiliary_loss(
+        self, out: dict[str, torch.Tensor], settings: TrainSettings, bins: torch.Tensor, censorship: torch.Tensor
+    ) -> torch.Tensor:
         """The decoupling loss L_dis, weighted, with the settings' distance (none without decoupling)."""
         if not self.options.decouple:
             return out["hazards"].new_zeros(())

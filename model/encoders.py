@@ -189,11 +189,43 @@ class TransMIL(nn.Module):
         return x[:, 0], x[:, 1 : n + 1], attention / attention.sum(dim=-1, keepdim=True)
 
 
-def wsi_projection(wsi_dim: int, dim: int, dropout: float) -> nn.Sequential:
-    """Patch features to ``dim``: two Linear-ReLU-Dropout layers (the reference's model size "small")."""
-    return nn.Sequential(
-        nn.Linear(wsi_dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout)
+def wsi_projection(wsi_dim: int, dim: int, dropout: float, layers: int = 2) -> nn.Sequential:
+    """Patch features to ``dim``: Linear-ReLU-Dropout layers (two: DeReF's model size "small"; one: MCAT's, CLAM's)."""
+    modules: list[nn.Module] = []
+    for d_in in [wsi_dim] + [dim] * (layers - 1):
+        modules += [nn.Linear(d_in, dim), nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*modules)
+
+
+def second_tokens(
+    omic_sizes: list[int] | None, mri_channels: int | None, mri_depth: int, dim: int, dropout: float, hidden: int = 0
+) -> nn.Module:
+    """The second modality as tokens: one two-block SNN per gene family (``hidden`` wide; 0: ``dim``), or
+    for MRI cohorts the volume's grid tokens (``VolumeTokens``); exactly one of the two is given."""
+    check_second_modality(omic_sizes, mri_channels)
+    if omic_sizes is not None:
+        return GeneFamilyEncoder(omic_sizes, dim=dim, hidden=hidden or dim, dropout=dropout)
+    return VolumeTokens(mri_channels, mri_depth, dim)
+
+
+def token_transformer(
+    dim: int, heads: int, feedforward: int, dropout: float, layers: int, batch_first: bool
+) -> nn.TransformerEncoder:
+    """torch's post-norm ReLU transformer over a token set (MCAT's, SNN-Trans's), no final norm.
+
+    ``batch_first=False`` is MCAT's layout, which also keeps torch's fused evaluation path (batch-first
+    only) out, so the arithmetic is the authors'.
+    """
+    layer = nn.TransformerEncoderLayer(
+        d_model=dim,
+        nhead=heads,
+        dim_feedforward=feedforward,
+        dropout=dropout,
+        activation="relu",
+        batch_first=batch_first,
     )
+    # nested tensors only help with padding masks, which these fixed token sets never need
+    return nn.TransformerEncoder(layer, num_layers=layers, enable_nested_tensor=False)
 
 
 class WSIGenomicEncoder(nn.Module):
@@ -243,6 +275,22 @@ class WSIMRIEncoder(nn.Module):
         """(B, N, wsi_dim) bag and [(B, C, D, H, W)] -> WSI class token, patch attention (B, N), MRI embedding."""
         wsi_cls, _, attention = self.wsi_encoder(self.wsi_fc(wsi))
         return wsi_cls, attention, self.mri_encoder(single_volume(second))
+
+
+class VolumeTokens(nn.Module):
+    """MRI as tokens for the co-attention methods: [(B, C, D, H, W)] -> (B, T, dim) (``ResNet3DTokens``).
+
+    It takes the place of the six gene-family tokens when a method is trained on an MRI cohort.
+    """
+
+    def __init__(self, mri_channels: int, mri_depth: int = 10, dim: int = 256) -> None:
+        super().__init__()
+        from model.mri_encoder import ResNet3DTokens  # imports torchvision, seconds; only MRI models pay for it
+
+        self.resnet = ResNet3DTokens(mri_channels, mri_depth, dim)
+
+    def forward(self, second: list[torch.Tensor]) -> torch.Tensor:
+        return self.resnet(single_volume(second))
 
 
 def single_volume(second: list[torch.Tensor]) -> torch.Tensor:

@@ -42,7 +42,8 @@ def fold_settings(
 
     The reference preset adds what the authors' code does: per-epoch polynomial LR decay, weighted
     sampling over bin x censorship strata, bins from the whole cohort, random test-time
-    reorganisation, and DeReF's 30,000-patch cap; explicit config values win over the preset's.
+    reorganisation, and DeReF's 30,000-patch cap (``TrainingConfig.resolved``, and here the cap);
+    explicit config values win over the preset's.
     """
     training = training.resolved()
     reference = training.preset == "reference"
@@ -57,8 +58,10 @@ def fold_settings(
         nll_alpha=training.nll_alpha,
         decoupling_weight=training.decoupling_weight,
         distance=training.decoupling_distance,
-        poly_decay=reference,
-        weighted_sampling=reference,
+        optimiser=training.optimiser,
+        scheduler=training.scheduler,
+        momentum=training.momentum,
+        weighted_sampling=training.weighted_sampling,
         batch_size=training.batch_size,
         l1=training.l1,
         selection=training.selection,

@@ -204,7 +204,9 @@ class HDMoE(SurvivalNetwork):
         """Reset the generator of reorganisation choices."""
         self._rng = random.Random(seed)
 
-    def auxiliary_loss(self, out: dict[str, torch.Tensor], settings: TrainSettings) -> torch.Tensor:
+    def auxiliary_loss(
+        self, out: dict[str, torch.Tensor], settings: TrainSettings, bins: torch.Tensor, censorship: torch.Tensor
+    ) -> torch.Tensor:
         """Alignment + decoupling cosine terms + weighted load balancing (the reference's nll_surv_cos).
 
         Fixed as the authors' code: the settings' decoupling weight and distance are DeReF's.

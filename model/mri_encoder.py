@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import torch
 from torch import nn
 from torchvision.models.video.resnet import BasicBlock, Bottleneck, Conv3DSimple, VideoResNet
 
@@ -51,3 +52,18 @@ class ResNet3D(VideoResNet):
         block, layers = DEPTHS[depth]
         super().__init__(block, [Conv3DSimple] * 4, layers, partial(VolumeStem, in_channels), num_classes=out_dim)
         self.depth = depth
+
+
+class ResNet3DTokens(ResNet3D):
+    """The same 3D ResNet as a token sequence: every voxel of the last stage's grid is one token.
+
+    For the co-attention methods (MCAT, MOTCat, CMTA, MoME, CCL), whose second modality is a set
+    of tokens (the six gene families): an MRI ROI gives (B, d·h·w, out_dim), the last residual
+    stage's grid in (D, H, W) raster order, each position projected by the same Linear ``fc`` that
+    ``ResNet3D`` applies after pooling. A 16x48x48 ROI gives 1x2x2 = 4 tokens; 64x64x64 gives 8.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) -> (B, d·h·w, out_dim)."""
+        grid = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        return self.fc(grid.flatten(2).transpose(1, 2))

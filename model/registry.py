@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from importlib import import_module
+from inspect import signature
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -112,26 +114,112 @@ def _concat_mlp(inputs: Inputs, choice: ModelChoice) -> nn.Module:
     return ConcatMLP(inputs.wsi_dim, n_bins=inputs.n_bins, **_second(inputs, choice))
 
 
+def _snn_trans(inputs: Inputs, choice: ModelChoice) -> nn.Module:
+    from model.snn_trans import SNNTrans
+
+    return SNNTrans(list(inputs.omic_sizes), n_bins=inputs.n_bins)
+
+
+def _clam(multi_branch: bool) -> Callable[[Inputs, ModelChoice], nn.Module]:
+    def build(inputs: Inputs, choice: ModelChoice) -> nn.Module:
+        from model.clam import CLAM
+
+        return CLAM(inputs.wsi_dim, n_bins=inputs.n_bins, multi_branch=multi_branch, **choice.architecture)
+
+    return build
+
+
+def preset_switches(network: Callable[..., nn.Module], preset: str) -> dict[str, bool]:
+    """A comparison method's paper-vs-code switches, set by the preset: True = its authors' code.
+
+    ``reference`` (CCL's token order, MoME's untrained router) and ``nystrom_padding`` (zero
+    tokens before short sequences, as every TransMIL here), for the constructors that take them.
+    """
+    accepted = signature(network).parameters
+    return {k: preset == "reference" for k in ("reference", "nystrom_padding") if k in accepted}
+
+
+def _fusion(module: str, name: str) -> Callable[[Inputs, ModelChoice], nn.Module]:
+    """The builder of a WSI + second-modality comparison method, imported when built."""
+
+    def build(inputs: Inputs, choice: ModelChoice) -> nn.Module:
+        network = getattr(import_module(module), name)
+        switches = preset_switches(network, choice.preset)
+        return network(
+            inputs.wsi_dim, n_bins=inputs.n_bins, **_second(inputs, choice), **switches, **choice.architecture
+        )
+
+    return build
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """``needs``: "wsi", "genomics", "mri", or "second" for either of the latter; empty = any modality.
 
     ``build`` is None for models that are not torch networks (coxph, fit by ``model.coxph``).
+    ``options`` are the constructor arguments an experiment variant may set, with their defaults
+    (DeReF's are ``model.deref_options``, whose defaults depend on the preset).
     """
 
     needs: frozenset[str]
     build: Callable[[Inputs, ModelChoice], nn.Module] | None
     description: str
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
+CLAM_OPTIONS = {"k_sample": 8, "bag_weight": 0.7, "subtyping": True, "instance_loss": "ce"}
+# In the order of the DeReF paper's Tables II and III (the main table's rows), then ours.
 MODELS: dict[str, ModelSpec] = {
-    "deref": ModelSpec(frozenset({"wsi", "second"}), _deref, "DeReF"),
-    "hdmoe": ModelSpec(frozenset({"wsi", "second"}), _hdmoe, "HDMoE"),
     "snn": ModelSpec(frozenset({"genomics"}), _snn, "SNN (genomics only)"),
+    "snn_trans": ModelSpec(frozenset({"genomics"}), _snn_trans, "SNN-Trans (genomics only)"),
     "mri_resnet": ModelSpec(frozenset({"mri"}), _mri_resnet, "3D ResNet (MRI only)"),
     "abmil": ModelSpec(frozenset({"wsi"}), _abmil, "ABMIL (WSI only)"),
+    "clam_mb": ModelSpec(frozenset({"wsi"}), _clam(multi_branch=True), "CLAM-MB (WSI only)", CLAM_OPTIONS),
+    "clam_sb": ModelSpec(frozenset({"wsi"}), _clam(multi_branch=False), "CLAM-SB (WSI only)", CLAM_OPTIONS),
     "transmil": ModelSpec(frozenset({"wsi"}), _transmil, "TransMIL (WSI only)"),
+    "mcat": ModelSpec(frozenset({"wsi", "second"}), _fusion("model.mcat", "MCAT"), "MCAT"),
+    "cmta": ModelSpec(frozenset({"wsi", "second"}), _fusion("model.cmta", "CMTA"), "CMTA", {"alignment_weight": 1.0}),
+    "motcat": ModelSpec(
+        frozenset({"wsi", "second"}),
+        _fusion("model.motcat", "MOTCat"),
+        "MOTCat",
+        {"ot_reg": 0.1, "ot_tau": 0.5, "micro_batch": None},
+    ),
+    "cfdl": ModelSpec(
+        frozenset({"wsi", "second"}),
+        _fusion("model.cfdl", "CFDL"),
+        "CFDL",
+        {"feature_dim": 32, "similarity_weight": 1.0, "difference_weight": 1.0},
+    ),
+    "pibd": ModelSpec(
+        frozenset({"wsi", "second"}),
+        _fusion("model.pibd", "PIBD"),
+        "PIBD",
+        {
+            "bag_size": 512,
+            "n_subsets": 8,
+            "wsi_ratio": 0.5,
+            "second_ratio": 0.8,
+            "prototype_samples": 50,
+            "eval_seed": 1,
+            "ib_weight": 0.1,
+            "kl_weight": 0.01,
+            "contrast_weight": 1.0,
+            "mi_weight": 0.1,
+        },
+    ),
+    "ccl": ModelSpec(
+        frozenset({"wsi", "second"}),
+        _fusion("model.ccl", "CCL"),
+        "CCL",
+        {"n_clusters": 6, "update_ratio": 0.1, "bank_length": 10, "temperature": 2.0, "cohort_weight": 1.0},
+    ),
+    "mome": ModelSpec(
+        frozenset({"wsi", "second"}), _fusion("model.mome", "MoME"), "MoME", {"n_bottlenecks": 2, "dim": 512}
+    ),
     "concat_mlp": ModelSpec(frozenset({"wsi", "second"}), _concat_mlp, "Concat + MLP (late fusion)"),
+    "hdmoe": ModelSpec(frozenset({"wsi", "second"}), _hdmoe, "HDMoE"),
+    "deref": ModelSpec(frozenset({"wsi", "second"}), _deref, "DeReF"),
     "coxph": ModelSpec(frozenset(), None, "Cox PH (ridge, PCA per modality)"),
 }
 MODALITIES = ("wsi", "genomics", "mri")
@@ -192,7 +280,8 @@ def build_model(name: str, inputs: Inputs, choice: ModelChoice) -> nn.Module:
         raise ValueError(f"unknown preset {choice.preset!r}; choose from {PRESETS}")
     if not applies(name, inputs.modalities):
         raise ValueError(f"model {name!r} needs {sorted(MODELS[name].needs)}; it is given {list(inputs.modalities)}")
-    if choice.architecture and name != "deref":
-        raise ValueError(f"model {name!r} takes no architecture options; got {sorted(choice.architecture)}")
+    unknown = sorted(set(choice.architecture) - set(MODELS[name].options)) if name != "deref" else []
+    if unknown:
+        raise ValueError(f"model {name!r} takes no options {unknown}; it takes {sorted(MODELS[name].options)}")
     torch.manual_seed(choice.seed)
     return build(inputs, choice)

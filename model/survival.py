@@ -49,6 +49,12 @@ def risk_score(hazards: torch.Tensor) -> torch.Tensor:
     return -survival_curve(hazards).sum(dim=1)
 
 
+def survival_outputs(logits: torch.Tensor, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every network's outputs from its hazard logits: sigmoid hazards, their survival curve and risk, and ``extra``."""
+    hazards = torch.sigmoid(logits)
+    return {"hazards": hazards, "survival": survival_curve(hazards), "risk": risk_score(hazards), **extra}
+
+
 def weight_matrices(modules: Iterable[nn.Module]) -> list[torch.Tensor]:
     """The trainable weight matrices (not biases or norms) of these modules, in parameter order."""
     return [p for m in modules for p in m.parameters() if p.ndim >= 2 and p.requires_grad]
@@ -60,12 +66,20 @@ class SurvivalNetwork(nn.Module):
     ``second`` is the list of second-modality tensors: the gene families or one MRI volume.
     """
 
-    def auxiliary_loss(self, out: dict[str, torch.Tensor], settings: TrainSettings) -> torch.Tensor:
-        """The model's own loss terms besides the survival NLL (none by default)."""
+    def auxiliary_loss(
+        self, out: dict[str, torch.Tensor], settings: TrainSettings, bins: torch.Tensor, censorship: torch.Tensor
+    ) -> torch.Tensor:
+        """The model's own loss terms besides the survival NLL (none by default).
+
+        ``bins`` and ``censorship`` (B,) are the patients' labels, for the terms that use them
+        (CLAM's instance clustering, CCL's cohort bank); training calls this once per forward.
+        """
         return out["hazards"].new_zeros(())
 
     # the test-time mode in use; networks with a random test-time reorganisation switch it
     test_rfr: str = "none"
+    # outputs only ``auxiliary_loss`` reads (per-patient intermediates): never saved to details.h5
+    loss_outputs: tuple[str, ...] = ()
 
     def test_modes(self) -> tuple[str, ...]:
         """The test-time modes a repeated test compares ("none": nothing at test time is random)."""

@@ -26,6 +26,7 @@ epoch ends, so a step does no host work besides the optional patch cap.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -41,6 +42,8 @@ from model.metrics import harrell_c
 from model.survival import SurvivalNetwork, nll_survival_loss
 
 SELECTIONS = ("last", "inner", "ensemble")
+OPTIMISERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+SCHEDULERS = ("none", "poly", "cosine")
 INNER_METRICS = ("loss", "c_index")
 MEMBER_SEED_STRIDE = 100  # ensemble member m of fold k is seeded seed + k + 100 m
 
@@ -55,7 +58,9 @@ class TrainSettings:
     nll_alpha: float = 0.0
     decoupling_weight: float = 1.0
     distance: str = "mse"
-    poly_decay: bool = False  # the reference's per-epoch lr * (1 - epoch / epochs) ** 0.9
+    optimiser: str = "adam"  # adam, adamw or sgd, each with L2 weight decay
+    momentum: float = 0.0  # sgd only: CMTA's authors ran 0.9, CCL's plain SGD 0
+    scheduler: str = "none"  # per epoch: none, poly (DeReF's lr (1 - e/E)^0.9) or cosine (CMTA's, to 0)
     weighted_sampling: bool = False  # the reference's sampling with replacement over bin x censorship strata
     batch_size: int = 1  # patients per optimiser step, gradients accumulated (MCAT's gc)
     l1: float = 0.0  # per patient, on the genomic network's weights (MCAT's lambda_reg)
@@ -70,6 +75,12 @@ class TrainSettings:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.optimiser not in OPTIMISERS:
+            raise ValueError(f"optimiser {self.optimiser!r}; choose one of {sorted(OPTIMISERS)}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler {self.scheduler!r}; choose one of {SCHEDULERS}")
+        if self.momentum and self.optimiser != "sgd":
+            raise ValueError(f"momentum {self.momentum} is an SGD setting; the optimiser is {self.optimiser}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection {self.selection!r}; choose one of {SELECTIONS}")
         if self.inner_metric not in INNER_METRICS:
@@ -109,6 +120,15 @@ class FoldResult:
     def selected_epoch(self) -> int:
         """The epoch of the reported weights (for an ensemble, the latest of its members')."""
         return max(self.selected_epochs)
+
+
+def epoch_lr(settings: TrainSettings, epoch: int) -> float:
+    """The learning rate of an epoch (0-based) under the settings' per-epoch scheduler."""
+    if settings.scheduler == "poly":
+        return settings.lr * (1 - epoch / settings.epochs) ** 0.9
+    if settings.scheduler == "cosine":  # torch's CosineAnnealingLR with T_max = epochs, eta_min = 0
+        return settings.lr * (1 + math.cos(math.pi * epoch / settings.epochs)) / 2
+    return settings.lr
 
 
 def stackable(model: SurvivalNetwork, patients: Sequence[Patient]) -> bool:
@@ -162,8 +182,8 @@ def predict(
 ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
     """Eval-mode risk, hazards, survival (and gate weights) per patient, plus per-patient details.
 
-    Details are every other per-patient output: decoupled features, attention over patches, routers;
-    with a patch cap, ``patch_rows`` says which rows of the bag the attention refers to.
+    Details are every other per-patient output (decoupled features, attention over patches, routers)
+    except the model's ``loss_outputs``; with a patch cap, ``patch_rows`` says which rows of the bag the attention refers to.
     ``on_device`` reuses these patients' tensors already on the device (training evaluates every epoch).
     """
     settings = settings or TrainSettings()
@@ -184,7 +204,7 @@ def predict(
             details[p.patient_id] = {
                 k: v[0].float().cpu().numpy()
                 for k, v in out.items()
-                if k not in ("hazards", "survival", "risk") and v.ndim >= 2
+                if k not in ("hazards", "survival", "risk", *model.loss_outputs) and v.ndim >= 2
             }
             if kept is not None:
                 details[p.patient_id]["patch_rows"] = kept.cpu().numpy()
@@ -350,11 +370,13 @@ def _train_member(
     model.to(device)
     # fused: one kernel over all parameters; the per-tensor loop costs more than the model's
     # backward pass for the 14.6M-parameter 3D ResNet on a CPU (0.15 s against 0.014 s per step)
-    optimiser = torch.optim.Adam(
+    momentum = {"momentum": settings.momentum} if settings.optimiser == "sgd" else {}
+    optimiser = OPTIMISERS[settings.optimiser](
         filter(lambda p: p.requires_grad, model.parameters()),
         lr=settings.lr,
         weight_decay=settings.weight_decay,
         fused=True,
+        **momentum,
     )
     penalised = model.genomic_weights() if settings.l1 > 0 else []
     times = np.array([p.time for p in train])
@@ -372,9 +394,8 @@ def _train_member(
     best_monitored, since_best = -np.inf, 0
     chosen: tuple[int, pd.DataFrame, dict, dict] = (0, pd.DataFrame(), {}, {})
     for epoch in range(settings.epochs):
-        if settings.poly_decay:
-            for group in optimiser.param_groups:
-                group["lr"] = settings.lr * (1 - epoch / settings.epochs) ** 0.9
+        for group in optimiser.param_groups:
+            group["lr"] = epoch_lr(settings, epoch)
         model.train()
         order = epoch_order(bins, censorship, rng, settings.weighted_sampling)
         losses, risks = [], []
@@ -386,7 +407,7 @@ def _train_member(
                 rows = torch.as_tensor(window, device=device)
                 out = model(empty_bag, second)
                 loss = nll_survival_loss(out["hazards"], bins_t[rows], censorship_t[rows], settings.nll_alpha)
-                loss = loss + model.auxiliary_loss(out, settings)
+                loss = loss + model.auxiliary_loss(out, settings, bins_t[rows], censorship_t[rows])
                 (loss * len(window) / settings.batch_size).backward()
                 losses.append(loss.detach().expand(len(window)))
                 risks.append(out["risk"].detach())
@@ -396,7 +417,7 @@ def _train_member(
                     loss = nll_survival_loss(
                         out["hazards"], bins_t[i : i + 1], censorship_t[i : i + 1], settings.nll_alpha
                     )
-                    loss = loss + model.auxiliary_loss(out, settings)
+                    loss = loss + model.auxiliary_loss(out, settings, bins_t[i : i + 1], censorship_t[i : i + 1])
                     (loss / settings.batch_size).backward()
                     losses.append(loss.detach().view(1))
                     risks.append(out["risk"].detach())

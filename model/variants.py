@@ -4,13 +4,16 @@ A plain model is the variant of itself with no overrides; every trained run, its
 ``models/`` and its rows in every table are keyed by the variant's name. A variant's options are
 of three kinds, told apart by name:
 
-- architecture switches of its model (``model.deref_options.ARCHITECTURE_OPTIONS`` for DeReF);
+- architecture switches of its model (``model.deref_options.ARCHITECTURE_OPTIONS`` for DeReF,
+  ``ModelSpec.options`` for the comparison methods, e.g. MOTCat's ``ot_reg``);
 - ``training:`` settings (``model.config.TrainingConfig`` fields, e.g. ``decoupling_distance``);
 - ``split_seed``: stratified folds drawn with this seed instead of the cohort's splits (the
   repeated cross-validation rounds of the paper's Table IX).
 
-An option that is unknown for the model, or that sets the value the run would have anyway, is an
-error when the config is read: a typo must not silently train the full model again.
+An option that is unknown for the model is an error when the config is read, and so is a variant
+whose every option sets the value the run would have anyway: a typo must not silently train the
+full model again. (Some options may coincide with the config: an authors' training regime, e.g.
+``mcat_authors``, keeps its weight decay whatever the config says.)
 Catalogues (``config/variants.yaml``) also say which paper table a variant belongs to and its row
 label there. Torch-free: the workflow reads this at parse time.
 """
@@ -28,8 +31,6 @@ from model.registry import MODELS
 # What the training side never takes from a variant: what is trained, how many folds, where.
 FIXED_TRAINING = ("models", "folds", "device", "threads", "preset")
 TRAINING_OPTIONS = tuple(f.name for f in fields(TrainingConfig) if f.name not in FIXED_TRAINING)
-# Which models take architecture options, and the options' base for a preset.
-ARCHITECTURES = {"deref": ARCHITECTURE_OPTIONS}
 PAPER_TABLES = ("IV", "V", "VI", "VII", "VIII", "IX")
 
 
@@ -70,6 +71,11 @@ def deref_base(preset: str) -> DeReFOptions:
     return DeReFOptions.reference() if preset == "reference" else DeReFOptions()
 
 
+def architecture_options(model: str) -> tuple[str, ...]:
+    """The architecture options a variant of this model may set."""
+    return ARCHITECTURE_OPTIONS if model == "deref" else tuple(MODELS[model].options)
+
+
 def parse_variant(name: str, spec: Mapping[str, Any], training: TrainingConfig) -> Variant:
     """A catalogue entry (``model``, ``options``, optional ``tables`` and ``label``), checked against the config.
 
@@ -83,7 +89,7 @@ def parse_variant(name: str, spec: Mapping[str, Any], training: TrainingConfig) 
     options = dict(spec.get("options") or {})
     if not options:
         raise ValueError(f"variant {name}: no options, so it would train {model} again; give it options or remove it")
-    architecture_keys = ARCHITECTURES.get(model, ())
+    architecture_keys = architecture_options(model)
     architecture = {k: v for k, v in options.items() if k in architecture_keys}
     overrides = {k: v for k, v in options.items() if k in TRAINING_OPTIONS}
     split_seed = options.get("split_seed")
@@ -92,16 +98,18 @@ def parse_variant(name: str, spec: Mapping[str, Any], training: TrainingConfig) 
         allowed = sorted({*architecture_keys, *TRAINING_OPTIONS, "split_seed"})
         raise ValueError(f"variant {name}: unknown option(s) {unknown} for model {model}; choose from {allowed}")
     unchanged = [k for k, v in overrides.items() if getattr(training, k) == v]
-    if model in ARCHITECTURES:
+    if model == "deref":
         base = deref_base(training.preset)
         unchanged += [k for k, v in architecture.items() if getattr(base, k) == v]
         try:
             replace(base, **architecture)
         except (TypeError, ValueError) as error:
             raise ValueError(f"variant {name}: {error}") from error
+    else:
+        unchanged += [k for k, v in architecture.items() if MODELS[model].options[k] == v]
     if split_seed is not None and split_seed == training.seed:
         unchanged.append("split_seed")
-    if unchanged:
+    if len(unchanged) == len(options):
         raise ValueError(
             f"variant {name}: option(s) {sorted(unchanged)} set the value {model} has anyway under "
             f"preset {training.preset}, so the variant changes nothing; fix or remove them"

@@ -9,9 +9,7 @@ from model.deref import DeReF, DeReFOptions, RegionalCrossAttention
 from model.encoders import NystromAttention, TransMIL, moore_penrose_pinv
 from model.losses import decoupling_loss
 from model.train import TrainSettings
-
-BLCA = [94, 334, 521, 468, 1496, 479]
-SMALL = [7, 11, 5, 13, 17, 9]
+from tests.tiny_cohort import BLCA, LABELS, SMALL
 
 
 def inputs(sizes, n_patches=50, seed=0):
@@ -171,7 +169,9 @@ def test_auxiliary_loss_is_the_weighted_decoupling_loss():
     out = model(*inputs(SMALL))
     features = (out["genomic"], out["pathology"], out["shared"], out["explore"])
     expected = 0.5 * decoupling_loss(*features, "l1")
-    assert torch.equal(model.auxiliary_loss(out, TrainSettings(decoupling_weight=0.5, distance="l1")), expected)
+    assert torch.equal(
+        model.auxiliary_loss(out, TrainSettings(decoupling_weight=0.5, distance="l1"), *LABELS), expected
+    )
 
 
 # The paper's ablations (Tables IV, VI, VII): each is a switch of DeReFOptions.
@@ -200,7 +200,7 @@ def test_each_ablation_trains_and_outputs_what_it_keeps(options, features, gate)
     assert all(out[f].shape == (1, 128) for f in features)
     assert ("explore" in out) == ("explore" in features)
     assert ("gate" in out) == (gate is not None) and (gate is None or out["gate"].shape == (1, gate))
-    loss = out["hazards"].sum() + model.auxiliary_loss(out, TrainSettings())
+    loss = out["hazards"].sum() + model.auxiliary_loss(out, TrainSettings(), *LABELS)
     loss.backward()  # every kept parameter is reachable
     unused = [n for n, p in model.named_parameters() if p.grad is None and not n.startswith("encoders")]
     assert not unused

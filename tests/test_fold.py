@@ -136,12 +136,12 @@ def test_cohort_data_errors_name_what_is_wrong(tmp_path):
 
 def test_reference_preset_settings():
     settings, choice, bins = fold_settings(replace(TRAINING, preset="reference"), "deref", fold=2)
-    assert settings.poly_decay and settings.weighted_sampling and settings.max_patches == 30000
+    assert settings.scheduler == "poly" and settings.weighted_sampling and settings.max_patches == 30000
     assert settings.seed == 3 and choice.rfr() == "random" and bins == "cohort"
     settings, choice, bins = fold_settings(replace(TRAINING, preset="reference", bins="fold"), "hdmoe", fold=0)
     assert settings.max_patches is None and bins == "fold"
     settings, choice, bins = fold_settings(TRAINING, "deref", fold=0)
-    assert not settings.poly_decay and choice.rfr() == "average" and bins == "fold"
+    assert settings.scheduler == "none" and choice.rfr() == "average" and bins == "fold"
 
 
 def test_presets_choose_the_regime_of_null_keys():
@@ -192,7 +192,7 @@ def test_schema_model_names_are_the_registry():
 
 def test_cohort_models_skip_what_the_modalities_cannot_train_unless_the_cohort_asks():
     everything = list(MODELS)
-    assert cohort_models("c", ["genomics"], None, everything) == ["snn", "coxph"]
+    assert cohort_models("c", ["genomics"], None, everything) == ["snn", "snn_trans", "coxph"]
     assert cohort_models("c", ["wsi", "mri"], ["abmil", "coxph"], everything) == ["abmil", "coxph"]
     with pytest.raises(ValueError, match=r"^cohort tcga: models \['mri_resnet'\] need .* from cohorts\.tcga\.models$"):
         cohort_models("tcga", ["wsi", "genomics"], ["snn", "mri_resnet"], everything)

@@ -10,9 +10,7 @@ import torch
 from model.hdmoe import HDMoE, Router, SharedRoutedMoE
 from model.registry import Inputs, ModelChoice, build_model
 from model.train import TrainSettings
-
-BLCA = [94, 334, 521, 468, 1496, 479]
-SMALL = [7, 11, 5, 13, 17, 9]
+from tests.tiny_cohort import BLCA, LABELS, SMALL
 
 
 def inputs(n_patches=40):
@@ -35,7 +33,7 @@ def test_shapes_and_loss():
     assert out["g_intra"].shape == (1, 256) and out["emb_specific"].shape == (1, 512)
     assert out["inter"].shape == (1, 512) and out["fusion_router"].shape == (1, 4, 8)
     assert out["attention"].shape == (1, 40) and torch.allclose(out["attention"].sum(), torch.tensor(1.0))
-    loss = model.auxiliary_loss(out, TrainSettings())
+    loss = model.auxiliary_loss(out, TrainSettings(), *LABELS)
     loss.backward()
     assert torch.isfinite(loss) and model.genomic_moe.router.weight.grad is not None
 
@@ -67,7 +65,7 @@ def test_without_shared_expert_it_runs():
     model = HDMoE(SMALL, shared_expert=False).train()
     out = model(*inputs())
     assert torch.equal(out["g_share"], torch.zeros_like(out["g_share"]))
-    assert torch.isfinite(model.auxiliary_loss(out, TrainSettings()))
+    assert torch.isfinite(model.auxiliary_loss(out, TrainSettings(), *LABELS))
 
 
 def test_test_time_reorganisation():
@@ -118,7 +116,7 @@ def test_unselected_experts_move_only_when_every_expert_is_called(call_every_exp
     unselected = model.genomic_moe.experts[(chosen + 1) % 8][0].weight
     before = unselected.detach().clone()
     optimiser = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-5)
-    (out["hazards"].sum() + model.auxiliary_loss(out, TrainSettings())).backward()
+    (out["hazards"].sum() + model.auxiliary_loss(out, TrainSettings(), *LABELS)).backward()
     optimiser.step()
     if call_every_expert:
         assert unselected.grad is not None and not unselected.grad.any()

@@ -17,34 +17,10 @@ from model.encoders import SNNBlock
 from model.metrics import harrell_c
 from model.splits import read_mcat_split, stratified_folds
 from model.survival import nll_survival_loss
-from model.train import TrainSettings, predict, stackable, train_network
+from model.train import TrainSettings, epoch_lr, predict, stackable, train_network
+from tests.tiny_cohort import planted_cohort
 
 FAMILIES = [6, 6, 6, 6, 6, 6]
-
-
-def planted_cohort(n=90, seed=0, wsi_dim=32):
-    """Survival from a latent risk seen by both modalities (bag token means and gene families)."""
-    rng = np.random.default_rng(seed)
-    risk = rng.standard_normal(n)
-    times = rng.exponential(24 * np.exp(-1.5 * risk))
-    censor = rng.uniform(0, np.quantile(times, 0.9) * 1.5, size=n)
-    censored = (censor < times).astype(int)
-    observed = np.minimum(times, censor)
-    direction = rng.standard_normal(wsi_dim)
-    patients = []
-    for i in range(n):
-        bag = rng.standard_normal((int(rng.integers(8, 24)), wsi_dim)) + risk[i] * direction
-        families = [rng.standard_normal(d) + risk[i] for d in FAMILIES]
-        patients.append(
-            Patient(
-                f"P{i}",
-                torch.tensor(bag, dtype=torch.float32),
-                [torch.tensor(f, dtype=torch.float32) for f in families],
-                float(observed[i]),
-                int(censored[i]),
-            )
-        )
-    return patients
 
 
 def test_harrell_c_matches_lifelines():
@@ -58,7 +34,7 @@ def test_harrell_c_matches_lifelines():
 
 
 def test_deref_learns_a_planted_signal():
-    patients = planted_cohort()
+    patients = planted_cohort(families=FAMILIES)
     train, held_out = patients[:60], patients[60:]
     edges = time_bin_edges(np.array([p.time for p in train]), np.array([p.censorship for p in train]))
     torch.manual_seed(0)
@@ -72,7 +48,7 @@ def test_deref_learns_a_planted_signal():
 
 
 def test_training_is_deterministic_on_cpu():
-    patients = planted_cohort(n=24)
+    patients = planted_cohort(n=24, families=FAMILIES)
     edges = time_bin_edges(np.array([p.time for p in patients]), np.array([p.censorship for p in patients]))
     runs = []
     for _ in range(2):
@@ -85,7 +61,7 @@ def test_training_is_deterministic_on_cpu():
 
 
 def test_poly_decay_and_weighted_sampling():
-    patients = planted_cohort(n=24)
+    patients = planted_cohort(n=24, families=FAMILIES)
     edges = time_bin_edges(np.array([p.time for p in patients]), np.array([p.censorship for p in patients]))
     torch.manual_seed(0)
     result = train_network(
@@ -93,7 +69,7 @@ def test_poly_decay_and_weighted_sampling():
         patients[:16],
         patients[16:],
         edges,
-        TrainSettings(epochs=3, poly_decay=True, weighted_sampling=True),
+        TrainSettings(epochs=3, scheduler="poly", weighted_sampling=True),
     )
     assert np.allclose(result.log["lr"], [5e-4 * (1 - e / 3) ** 0.9 for e in range(3)])
 
@@ -234,7 +210,7 @@ def test_ensemble_averages_its_members_hazards():
 
 
 def test_repeated_tests_have_zero_spread_when_deterministic_and_vary_when_random():
-    patients = planted_cohort(n=24)
+    patients = planted_cohort(n=24, families=FAMILIES)
     edges = time_bin_edges(np.array([p.time for p in patients]), np.array([p.censorship for p in patients]))
     torch.manual_seed(0)
     model = DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32, seed=0)
@@ -261,7 +237,7 @@ def test_a_model_without_test_time_randomness_repeats_once_per_repeat():
 
 
 def test_attributions_cover_each_decoupled_feature_and_ignore_inputs_it_does_not_read():
-    patients = planted_cohort(n=20)
+    patients = planted_cohort(n=20, families=FAMILIES)
     edges = time_bin_edges(np.array([p.time for p in patients]), np.array([p.censorship for p in patients]))
     torch.manual_seed(0)
     result = train_network(
@@ -289,10 +265,51 @@ def test_attribution_finds_the_patch_a_feature_depends_on():
 
     torch.manual_seed(0)
     model = DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32)
-    patient = planted_cohort(n=1)[0]
+    patient = planted_cohort(n=1, families=FAMILIES)[0]
     bag = torch.zeros_like(patient.bag)
     bag[3] = 5 * torch.randn(32)  # only patch 3 carries a signal: gradient x input is zero elsewhere
     planted = Patient("X", bag, patient.second, patient.time, patient.censorship)
     scores = attribute(model, [planted], TrainSettings())["X"]
     assert int(np.argmax(scores["patch_attribution_pathology"])) == 3
     assert scores["patch_attribution_pathology"][3] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "expected"),
+    [
+        ("none", [5e-4] * 4),
+        ("poly", [5e-4 * (1 - e / 4) ** 0.9 for e in range(4)]),
+        ("cosine", [5e-4, 5e-4 * (1 + 2**-0.5) / 2, 2.5e-4, 5e-4 * (1 - 2**-0.5) / 2]),
+    ],
+)
+def test_schedulers_give_each_epochs_learning_rate(scheduler, expected):
+    settings = TrainSettings(epochs=4, scheduler=scheduler)
+    assert np.allclose([epoch_lr(settings, e) for e in range(4)], expected)
+
+
+def test_cosine_schedule_is_torchs_cosine_annealing():
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimiser = torch.optim.SGD([parameter], lr=1e-3)
+    annealing = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=7, eta_min=0)
+    torchs = []
+    for _ in range(7):
+        torchs.append(optimiser.param_groups[0]["lr"])
+        optimiser.step()
+        annealing.step()
+    assert np.allclose(torchs, [epoch_lr(TrainSettings(lr=1e-3, epochs=7, scheduler="cosine"), e) for e in range(7)])
+
+
+@pytest.mark.parametrize(("optimiser", "momentum"), [("sgd", 0.0), ("sgd", 0.9), ("adamw", 0.0)])
+def test_each_optimiser_trains(optimiser, momentum):
+    patients = planted_cohort(n=12, families=FAMILIES)
+    edges = time_bin_edges(np.array([p.time for p in patients]), np.array([p.censorship for p in patients]))
+    settings = TrainSettings(epochs=2, optimiser=optimiser, momentum=momentum, lr=1e-3)
+    result = train_network(
+        lambda _: DeReF(FAMILIES, wsi_dim=32, dim=64, c2=32), patients[:8], patients[8:], edges, settings
+    )
+    assert np.isfinite(result.log["loss"]).all() and len(result.predictions) == 4
+
+
+def test_momentum_is_refused_outside_sgd():
+    with pytest.raises(ValueError, match="SGD setting"):
+        TrainSettings(optimiser="adam", momentum=0.9)

@@ -92,3 +92,19 @@ def test_a_variant_records_what_was_run():
     }
     assert Variant(**{**variant.__dict__}) == variant
     assert DeReFOptions(**variant.architecture).segment_length == 8
+
+
+def test_an_authors_regime_may_repeat_some_config_values_but_not_all():
+    regime = select_variants(CATALOGUE, ["mcat_authors"], TRAINING)["mcat_authors"]
+    assert regime.training["weight_decay"] == TRAINING.weight_decay and regime.training["lr"] == 2e-4
+    with pytest.raises(ValueError, match="changes nothing"):
+        parse_variant("same", {"model": "mcat", "options": {"weight_decay": TRAINING.weight_decay}}, TRAINING)
+
+
+def test_a_comparison_methods_options_are_checked_against_its_defaults():
+    variant = parse_variant("blca_ot", {"model": "motcat", "options": {"ot_reg": 0.05}}, TRAINING)
+    assert variant.architecture == {"ot_reg": 0.05} and not variant.training
+    with pytest.raises(ValueError, match="changes nothing"):
+        parse_variant("same_ot", {"model": "motcat", "options": {"ot_reg": 0.1}}, TRAINING)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['ot_reg'\] for model cmta"):
+        parse_variant("cmta_ot", {"model": "cmta", "options": {"ot_reg": 0.05}}, TRAINING)
