@@ -308,7 +308,7 @@ class CCL(SurvivalNetwork):
         In training the memory moves ``update_ratio`` of the way to each bag's centres, bag by bag.
         """
         centres, attention = [], []
-        for bag in wsi.float():
+        for bag in wsi.to(self.memory.dtype):
             assignment, found = lloyd_kmeans(bag, self.memory)
             slots = memory_slots(found, self.memory)
             aligned = torch.empty_like(found)

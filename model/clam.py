@@ -20,9 +20,9 @@ For survival (the DeReF paper gives no details and no repository it cites trains
   each other as subtypes do.
 - Censored patients: the bin is a lower bound on the event time. The event cannot lie in an
   earlier bin, so those branches still get their out-of-class negatives. The patient's own bin
-  and the later bins are unknown, so they get no instance loss. The sum is still divided by
-  ``n_bins``, so every branch term weighs the same for every patient. A patient censored in
-  bin 0 has no instance loss.
+  and the later bins are unknown, so they get no instance loss. With ``subtyping`` the sum is
+  divided by ``n_bins`` for every patient (so every branch term weighs the same for all);
+  without it only the in-class term is left. A patient censored in bin 0 has no instance loss.
 - k is clamped to the bag size. With fewer than 2k patches, the top and bottom sets share
   patches, which then get both targets. The authors' ``topk`` fails on bags under k patches.
 - The instance loss is cross-entropy by default: that is what the authors' ``main.py`` runs
@@ -32,7 +32,8 @@ For survival (the DeReF paper gives no details and no repository it cites trains
 - Training adds ``auxiliary_loss`` to the NLL with weight 1. So the auxiliary term is
   ``(1 - bag_weight) / bag_weight * instance_loss``: the total is the authors' total divided
   by ``bag_weight``. Adam does not see that constant factor, except through the weight decay,
-  which acts as ``bag_weight`` times the configured one.
+  which acts as ``bag_weight`` times the configured one (``clam_*_authors`` set 1e-5 / 0.7); under
+  SGD the factor also scales the learning rate.
 - ``attention`` (B, N) is the softmaxed attention (SB), or for MB the mean of the branches'
   softmaxed attentions; both sum to 1 over the patches.
 
@@ -102,7 +103,7 @@ def instance_clustering_loss(
     batch, n_bins, two_k, _ = instance_logits.shape
     k = two_k // 2
     device = instance_logits.device
-    in_targets = torch.cat([torch.ones(k, dtype=torch.long), torch.zeros(k, dtype=torch.long)]).to(device)
+    in_targets = (torch.arange(two_k, device=device) < k).long()  # top k positive, bottom k negative
     in_class = per_instance_loss(instance_logits, in_targets.expand(batch, n_bins, two_k), kind).mean(-1)
     out_targets = torch.zeros(batch, n_bins, k, dtype=torch.long, device=device)
     out_class = per_instance_loss(instance_logits[:, :, :k], out_targets, kind).mean(-1)

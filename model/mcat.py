@@ -103,8 +103,11 @@ class CoAttentionSurvival(SurvivalNetwork):
 
     def forward(self, wsi: torch.Tensor, second: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """(B, N, wsi_dim) bag and the families (or [volume]) -> hazards and the patch attention (B, N)."""
+        return self.from_tokens(wsi, self.second_encoder(second))
+
+    def from_tokens(self, wsi: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The network after the second modality's encoder: (B, N, wsi_dim) bag, (B, T, dim) tokens."""
         patches = self.wsi_fc(wsi)
-        tokens = self.second_encoder(second)
         co_attended, weights = self.co_attention(tokens, patches)
         fused = self.fusion(torch.cat([self.path_pool(co_attended), self.second_pool(tokens)], dim=-1))
         marginal = weights.sum(dim=1)

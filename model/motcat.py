@@ -23,7 +23,9 @@ Micro-batches (``micro_batch``): the repository's default (``--use_micro_batch``
 09/2024; ``--bs_micro 16384``) feeds the whole bag, and so does ``micro_batch=None`` here. Before
 2024 the code always split (README), and its scripts still pass ``--bs_micro 256``, which without
 ``--use_micro_batch`` no longer splits. Split, the bag is shuffled and cut into N // m + 1
-near-equal micro-batches (``np.array_split``), the whole network runs on each, and training
+near-equal micro-batches (``np.array_split``), the whole network runs on each (their genomic SNNs
+too; here the second modality is encoded once, which only changes the dropout masks in training
+and spares an MRI volume's 3D ResNet a pass per micro-batch), and training
 averages the micro-batches' NLL while evaluation averages their risks. ``micro_batch=m`` splits the
 same way but averages the micro-batches' hazards, so training takes one NLL on the averaged hazards
 (the same for one micro-batch, not for several). Training draws the shuffle from torch's global
@@ -134,8 +136,8 @@ class MOTCat(CoAttentionSurvival):
             return super().forward(wsi, second)
         generator = None if self.training else torch.Generator().manual_seed(0)
         parts = [rows.to(wsi.device) for rows in micro_batches(n, self.micro_batch, generator)]
-        whole_network = super().forward
-        outs = [whole_network(wsi[:, rows], second) for rows in parts]
+        tokens = self.second_encoder(second)  # once: the same tokens meet every micro-batch
+        outs = [self.from_tokens(wsi[:, rows], tokens) for rows in parts]
         hazards = torch.stack([out["hazards"] for out in outs]).mean(dim=0)
         attention = wsi.new_zeros(wsi.shape[0], n)
         for rows, out in zip(parts, outs, strict=True):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,13 @@ REPOSITORIES = {
     "PIBD": "zylbuaa/PIBD@bd5bd94",
     "CFDL": "IsDling/CFDL@9c09544",
 }
+
+
+def renamed(key: str, renames: Sequence[tuple[str, str]]) -> str:
+    """One of the authors' state_dict keys under our module names: each (regex, replacement) in order."""
+    for pattern, replacement in renames:
+        key = re.sub(pattern, replacement, key)
+    return key
 
 
 def _legacy_torch_names() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -14,7 +13,7 @@ from torch import nn
 from model.ccl import CCL, cohort_loss, lloyd_kmeans
 from model.survival import nll_survival_loss, risk_score, survival_curve
 from model.train import TrainSettings
-from tests.authors_code import authors_module
+from tests.authors_code import authors_module, renamed
 from tests.tiny_cohort import BLCA, SMALL, WSI_DIM, assert_seeded_and_deterministic, planted_cohort, train_briefly
 
 
@@ -73,6 +72,17 @@ def test_attention_is_the_slot_weight_shared_by_a_cluster():
     for k in assignment.unique():  # one weight per cluster, shared equally by its patches
         members = attention[assignment == k]
         assert torch.allclose(members, members[0].expand_as(members))
+
+
+def test_patch_weight_is_the_slot_weight_over_the_cluster_size_by_hand():
+    model = small()  # 6 clusters
+    with torch.no_grad():
+        model.wsi_merge.conv.weight.copy_(torch.tensor([2.0, -1.0, 3.0, 0.5, 4.0, 1.0]).view(1, 6, 1))
+    assignment = torch.tensor([0, 0, 1, 2, 2, 2])  # clusters of 2, 1 and 3 patches
+    slots = torch.tensor([4, 1, 0, 2, 3, 5])  # centre k sits in memory slot slots[k]
+    # |w| of slots 4, 1, 0 = 4, 1, 2; per patch 4/2, 4/2, 1/1, 2/3, 2/3, 2/3; total 7
+    expected = torch.tensor([2.0, 2.0, 1.0, 2 / 3, 2 / 3, 2 / 3]) / 7
+    assert torch.allclose(model._patch_weights(assignment, slots), expected)
 
 
 def test_one_patch_bags_and_fewer_patches_than_clusters():
@@ -249,15 +259,12 @@ RENAMES = [
 
 def ours_from_theirs(theirs: nn.Module) -> dict[str, torch.Tensor]:
     """Their state_dict under our names (their unused PPEG dropped), plus their memory, kept outside it."""
-    mapped = {}
-    for key, value in theirs.state_dict().items():
-        if key.startswith("transformer.pos_layer."):
-            continue
-        for pattern, replacement in RENAMES:
-            key = re.sub(pattern, replacement, key)
-        mapped[key] = value
-    mapped["memory"] = theirs.path_know_memory[0]
-    return mapped
+    mapped = {
+        renamed(key, RENAMES): value
+        for key, value in theirs.state_dict().items()
+        if not key.startswith("transformer.pos_layer.")
+    }
+    return mapped | {"memory": theirs.path_know_memory[0]}
 
 
 @pytest.fixture

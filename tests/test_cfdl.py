@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,7 +12,7 @@ from torch import nn
 from model.cfdl import CFDL, DisentangledFusion, DynamicExpertFusion, difference_loss, similarity_loss
 from model.survival import nll_survival_loss, risk_score, survival_curve
 from model.train import TrainSettings
-from tests.authors_code import authors_module
+from tests.authors_code import authors_module, renamed
 from tests.tiny_cohort import BLCA, SMALL, WSI_DIM, assert_seeded_and_deterministic, planted_cohort, train_briefly
 
 LABELS = (torch.tensor([1]), torch.tensor([0]))  # bins, censorship: auxiliary_loss does not read them
@@ -170,12 +169,7 @@ THEIR_FEATURES = 512  # their ResNet-18's pooled width (CFDL.py's dim_out for mo
 
 def ours_from_theirs(theirs: nn.Module) -> dict[str, torch.Tensor]:
     """Their heads', MoE's and classifier's weights under the names of ``DisentangledFusion``."""
-    mapped = {}
-    for key, value in theirs.state_dict().items():
-        for pattern, replacement in RENAMES:
-            key = re.sub(pattern, replacement, key)
-        mapped[key] = value
-    return mapped
+    return {renamed(key, RENAMES): value for key, value in theirs.state_dict().items()}
 
 
 def their_options(dataset: str) -> SimpleNamespace:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 import torch
@@ -11,7 +9,7 @@ import torch
 from model.cmta import CMTA, square_padded
 from model.survival import risk_score, survival_curve
 from model.train import TrainSettings
-from tests.authors_code import authors_module
+from tests.authors_code import authors_module, renamed
 from tests.tiny_cohort import BLCA, SMALL, WSI_DIM, assert_seeded_and_deterministic, planted_cohort, train_briefly
 
 LABELS = (torch.tensor([1]), torch.tensor([0]))  # bins, censorship: what auxiliary_loss is given
@@ -131,12 +129,7 @@ RENAMES = [
 
 
 def ours_from_theirs(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    mapped = {}
-    for key, value in state.items():
-        for pattern, replacement in RENAMES:
-            key = re.sub(pattern, replacement, key)
-        mapped[key] = value
-    return mapped
+    return {renamed(key, RENAMES): value for key, value in state.items()}
 
 
 @pytest.mark.authors_code

@@ -13,7 +13,7 @@ from model.encoders import GeneFamilyEncoder
 from model.mome import EXPERTS, AdminTransLayer, MoME, MoMELayer, admin_omega, rms_norm
 from model.survival import risk_score, survival_curve, weight_matrices
 from model.train import TrainSettings
-from tests.authors_code import authors_module
+from tests.authors_code import authors_module, renamed
 from tests.tiny_cohort import (
     BLCA,
     LABELS,
@@ -192,9 +192,7 @@ THEIR_EXPERTS = ("TransFusion", "BottleneckTransFusion", "AddFusion", "DropX2Fus
 
 
 def our_key(key: str) -> str:
-    for pattern, replacement in KEY_RENAMES:
-        key = re.sub(pattern, replacement, key)
-    return key
+    return renamed(key, KEY_RENAMES)
 
 
 def their_weights_on_ours(theirs: torch.nn.Module, ours: MoME) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import types
 
 import numpy as np
@@ -21,7 +20,7 @@ from model.pibd import (
 )
 from model.survival import nll_survival_loss, risk_score, survival_curve
 from model.train import TrainSettings
-from tests.authors_code import authors_module
+from tests.authors_code import authors_module, renamed
 from tests.tiny_cohort import BLCA, SMALL, WSI_DIM, planted_cohort, train_briefly
 
 TRAINING_KEYS = {
@@ -299,12 +298,7 @@ RENAMES = [
 
 
 def ours_from_theirs(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    mapped = {}
-    for key, value in state.items():
-        for pattern, replacement in RENAMES:
-            key = re.sub(pattern, replacement, key)
-        mapped[key] = value
-    return mapped
+    return {renamed(key, RENAMES): value for key, value in state.items()}
 
 
 def authors_and_ours(monkeypatch) -> tuple[nn.Module, PIBD]:

@@ -108,3 +108,22 @@ def test_a_comparison_methods_options_are_checked_against_its_defaults():
         parse_variant("same_ot", {"model": "motcat", "options": {"ot_reg": 0.1}}, TRAINING)
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['ot_reg'\] for model cmta"):
         parse_variant("cmta_ot", {"model": "cmta", "options": {"ot_reg": 0.05}}, TRAINING)
+
+
+def test_each_authors_regime_gives_valid_fold_settings():
+    from model.fold import fold_settings
+
+    demo = TrainingConfig(selection="last", batch_size=1, epochs=5)  # the demo config's regime
+    regimes = {n: v for n, v in select_variants(CATALOGUE, "all", demo).items() if n.endswith("_authors")}
+    methods = {"mcat", "motcat", "cmta", "pibd", "ccl", "mome", "clam_sb", "clam_mb"}
+    assert {v.model for v in regimes.values()} == methods and not any(v.tables for v in regimes.values())
+    for variant in regimes.values():
+        settings, _, _ = fold_settings(variant.training_config(demo), variant.model, fold=0)
+        assert {k: getattr(settings, k) for k in ("lr", "epochs", "batch_size")} == {
+            k: variant.training[k] for k in ("lr", "epochs", "batch_size")
+        }
+        assert settings.weighted_sampling == variant.training["weighted_sampling"]
+    cmta, _, _ = fold_settings(regimes["cmta_authors"].training_config(demo), "cmta", fold=0)
+    assert (cmta.optimiser, cmta.momentum, cmta.scheduler) == ("sgd", 0.9, "none")
+    clam, _, _ = fold_settings(regimes["clam_sb_authors"].training_config(demo), "clam_sb", fold=0)
+    assert (clam.selection, clam.patience) == ("inner", 20)  # early stopping needs an inner split
