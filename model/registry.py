@@ -6,8 +6,10 @@ routed expert, as the authors' code (``call_every_expert``). The preset's traini
 (LR decay, weighted sampling, cohort-wide bins, random test-time reorganisation) live in
 ``model.config.PRESET_DEFAULTS`` and ``model.fold.fold_settings``. In every TransMIL, ``paper`` gives sequences shorter than the Nyström
 landmarks the exact attention that Nyström approximates; ``reference`` pads them with zero tokens
-as the authors' code does (docs/models.md §1.2). Model classes are imported when built, so the workflow can read this
-registry at parse time without importing torch.
+as the authors' code does (docs/models.md §1.2). The paper's comparison methods (docs/models.md §5) take
+their paper-vs-code switches from the preset too (``preset_switches``) and their own settings from
+experiment variants (``ModelSpec.options``). Model classes are imported when built, so the workflow
+can read this registry at parse time without importing torch.
 """
 
 from __future__ import annotations
