@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from model.mcat import MCAT
-from model.survival import risk_score, survival_curve
 from model.train import TrainSettings
 from tests.authors_code import authors_module
 from tests.coattention_mapping import compared_with_theirs
@@ -18,6 +17,7 @@ from tests.tiny_cohort import (
     WSI_DIM,
     assert_batched_equals_single_forwards,
     assert_seeded_and_deterministic,
+    assert_survival_contract,
     planted_cohort,
     random_inputs,
     train_briefly,
@@ -38,13 +38,7 @@ def test_output_contract(modality, n_patches):
     model = build(modality).eval()
     with torch.no_grad():
         out = model(*random_inputs(modality, n_patches, batch=2))
-    assert set(out) == {"hazards", "survival", "risk", "attention"}
-    assert out["hazards"].shape == (2, 4) and ((out["hazards"] > 0) & (out["hazards"] < 1)).all()
-    assert torch.equal(out["survival"], survival_curve(out["hazards"]))
-    assert torch.equal(out["risk"], risk_score(out["hazards"]))
-    attention = out["attention"]
-    assert attention.shape == (2, n_patches) and (attention >= 0).all()
-    assert torch.allclose(attention.sum(-1), torch.ones(2))
+    assert_survival_contract(out, batch=2, n_patches=n_patches)
     assert model.auxiliary_loss(out, TrainSettings(), *LABELS).item() == 0.0  # no loss terms besides the NLL
 
 

@@ -98,6 +98,20 @@ def train_briefly(
     return result, train, held_out
 
 
+def assert_survival_contract(out: dict[str, torch.Tensor], batch: int, n_patches: int, exact: bool = True) -> None:
+    """What every WSI network outputs: the keys, sigmoid hazards with their survival curve and risk
+    (equal, or close where the hazards are averaged over parts), and a patch attention summing to 1."""
+    from model.survival import risk_score, survival_curve
+
+    same = torch.equal if exact else torch.allclose
+    assert set(out) == {"hazards", "survival", "risk", "attention"}
+    assert out["hazards"].shape == (batch, 4) and ((out["hazards"] > 0) & (out["hazards"] < 1)).all()
+    assert same(out["survival"], survival_curve(out["hazards"])) and same(out["risk"], risk_score(out["hazards"]))
+    attention = out["attention"]
+    assert attention.shape == (batch, n_patches) and (attention >= 0).all()
+    assert torch.allclose(attention.sum(-1), torch.ones(batch))
+
+
 def assert_seeded_and_deterministic(
     build: Callable[[], torch.nn.Module],
     wsi: torch.Tensor,
