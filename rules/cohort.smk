@@ -3,7 +3,8 @@
 
 rule inventory_slides:
     input:
-        get_slide_files,
+        slides=get_slide_files,
+        weights_checked=get_weights_preflight,
     output:
         INVENTORY,
     log:

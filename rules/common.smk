@@ -15,6 +15,7 @@ from model.fold_outputs import FILES as FOLD_FILES
 from model.registry import MODELS, applies, cohort_models, uses
 from model.variants import plain, select_variants
 from workflow.cohort import load_cohorts
+from workflow.features.batches import plan_batches
 from workflow.sources import code_hash, import_closure
 
 validate(config, schema="../config/schemas/config.schema.yaml")
@@ -22,6 +23,11 @@ TRAINING = training_config(config["training"])
 COHORTS = load_cohorts(config["cohorts"], TRAINING)
 DEMO_COHORTS = [name for name, c in COHORTS.items() if c.demo is not None]
 ENCODER = config["features"]["encoder"]
+# The slides each feature-extraction job encodes, per cohort: lists of slide IDs, by job number.
+FEATURE_BATCHES = {
+    name: plan_batches(cohort.slide_ids, config["features"]["slides_per_job"])
+    for name, cohort in COHORTS.items()
+}
 FOLDS = list(range(TRAINING.folds))
 COHORT_MODELS = {
     name: cohort_models(
@@ -91,6 +97,8 @@ PATCHES = "results/{cohort}/patches/{slide}.h5"
 TILING_SUMMARY = "results/{cohort}/patches/tiling_summary.tsv"
 TILING_GRID = "results/{cohort}/patches/qc/{slide}.grid.jpg"
 FEATURES = "results/{cohort}/features/{encoder}/{slide}.h5"
+FEATURES_BATCH = "results/{cohort}/features/{encoder}/batches/{batch}.tsv"
+FEATURES_STAGED = "results/{cohort}/features/{encoder}/staged/{slide}.h5"
 FEATURES_SUMMARY = "results/{cohort}/features/{encoder}/features_summary.tsv"
 CLAM_PT = "results/{cohort}/features/{encoder}/pt_files/{slide}.pt"
 PATHWAYS = "results/{cohort}/genomics/pathways.h5"
@@ -159,6 +167,7 @@ wildcard_constraints:
     encoder=re.escape(ENCODER),
     variant=_alternatives(VARIANTS),
     fold=r"\d+",
+    batch=r"\d+",
     seed=r"\d+",
 
 
@@ -224,10 +233,51 @@ def get_feature_files(wildcards):
     return _features_files(wildcards.cohort, COHORTS[wildcards.cohort].slide_ids)
 
 
-def get_weights_file(wildcards):
-    """The local weights file, as an input so that replacing it re-extracts (none for hub/random)."""
-    weights = config["features"]["weights"]
-    return [] if weights in ("hub", "random") else [weights]
+def get_batch_slides(wildcards):
+    """IDs of the slides one feature-extraction job encodes, in order."""
+    return FEATURE_BATCHES[wildcards.cohort][int(wildcards.batch)]
+
+
+def get_batch_slide_files(wildcards):
+    """The slide files of one feature-extraction job, in its slide order."""
+    return list(_slides(wildcards).loc[get_batch_slides(wildcards), "path"])
+
+
+def get_batch_patch_files(wildcards):
+    """The coordinates files of one feature-extraction job, in its slide order."""
+    return expand(PATCHES, cohort=wildcards.cohort, slide=get_batch_slides(wildcards))
+
+
+def get_batch_staged_files(wildcards):
+    """Where one feature-extraction job writes each of its slides' features, in its slide order."""
+    return expand(
+        FEATURES_STAGED,
+        cohort=wildcards.cohort,
+        encoder=wildcards.encoder,
+        slide=get_batch_slides(wildcards),
+    )
+
+
+def get_slide_batch(wildcards):
+    """The record of the feature-extraction job that encodes this slide."""
+    batch = next(
+        i
+        for i, slides in enumerate(FEATURE_BATCHES[wildcards.cohort])
+        if wildcards.slide in slides
+    )
+    return FEATURES_BATCH.format(
+        cohort=wildcards.cohort, encoder=wildcards.encoder, batch=batch
+    )
+
+
+def get_weights_preflight(wildcards):
+    """The weights check, before any slide is read (ancient: a re-check alone never re-reads slides).
+
+    None when features are imported from CLAM, since no encoder runs then.
+    """
+    if config["features"]["import_clam"]:
+        return []
+    return [ancient(WEIGHTS_CHECK.format(encoder=ENCODER))]
 
 
 def get_clam_features_file(wildcards):

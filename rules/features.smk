@@ -1,4 +1,4 @@
-# Patch features with a frozen encoder, one job per slide (or imported from CLAM outputs).
+# Patch features with a frozen encoder, several slides per job (or imported from CLAM outputs).
 
 if lookup(dpath="features/import_clam", within=config):
 
@@ -22,27 +22,49 @@ else:
 
     rule extract_features:
         input:
-            coords=PATCHES,
-            slide=get_slide_path,
-            weights=get_weights_file,
+            coords=get_batch_patch_files,
+            slides=get_batch_slide_files,
+            checked=WEIGHTS_CHECK,
         output:
-            FEATURES,
+            FEATURES_BATCH,
         log:
-            "logs/extract_features/{cohort}/{encoder}/{slide}.log",
+            "logs/extract_features/{cohort}/{encoder}/batch{batch}.log",
         benchmark:
-            "benchmarks/extract_features/{cohort}/{encoder}/{slide}.tsv"
+            "benchmarks/extract_features/{cohort}/{encoder}/batch{batch}.tsv"
         conda:
             "../envs/torch.yaml"
-        # CPU: encoder threads; GPU: DataLoader readers. On a machine with few cores, run
-        # --set-threads extract_features=1 so jobs overlap their start-up (make demo does).
+        # CPU: encoder threads; GPU: DataLoader readers.
         threads: 4
         resources:
             mem_mb=8000,
             gpu=1,
         params:
             features=lookup(dpath="features", within=config),
+            slides=get_batch_slides,
+            staged=get_batch_staged_files,
         script:
             "../scripts/extract_features.py"
+
+    # The job above writes each slide under staged/; this gives it its final name (a hard link,
+    # touched so that it is newer than the job's record). A failed or rerun job deletes only the
+    # link, so the staged file stays for the job's next run to reuse.
+    rule place_features:
+        input:
+            get_slide_batch,
+        output:
+            FEATURES,
+        log:
+            "logs/place_features/{cohort}/{encoder}/{slide}.log",
+        localrule: True
+        conda:
+            "../envs/wsi.yaml"
+        threads: 1
+        resources:
+            mem_mb=100,
+        params:
+            staged=lambda wildcards: FEATURES_STAGED.format(**wildcards),
+        shell:
+            "(ln -f {params.staged:q} {output:q} && touch {output:q}) 2> {log:q}"
 
 
 rule export_clam_pt:

@@ -1,7 +1,8 @@
-"""Encode every patch of one slide with the configured frozen encoder.
+"""Encode every patch of a job's slides with the configured frozen encoder, one features file each.
 
-input: coords, slide, weights (optional file); output: the features HDF5; params: features;
-threads: DataLoader workers and CPU threads
+input: coords, slides (lists, in the job's slide order), weights (optional file); output: the job's
+record; params: features, slides (ids), staged (each slide's features file); threads: DataLoader
+workers and CPU threads
 """
 
 import gc
@@ -11,8 +12,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from workflow.device import claim_device
+from workflow.features.batches import write_batch_record
 from workflow.features.encoders import encoder_spec, load_encoder
-from workflow.features.extract import FeatureSettings, extract_slide
+from workflow.features.extract import FeatureSettings, SlideTask, extract_slides
 from workflow.logs import log_to_file
 
 # Everything imported lives until exit: frozen, the garbage collector never walks it, which
@@ -22,14 +24,16 @@ log = log_to_file(snakemake.log[0])
 cfg = snakemake.params.features
 encoder = load_encoder(encoder_spec(cfg["encoder"], cfg["input_size"]), cfg["weights"])
 settings = FeatureSettings(cfg["batch_size"], cfg["dtype"], cfg["block"], cfg["max_failed_fraction"])
-with claim_device() as device:
-    extract_slide(
-        snakemake.wildcards.slide,
-        snakemake.input.slide,
+tasks = [
+    SlideTask(*paths)
+    for paths in zip(
+        snakemake.params.slides,
+        snakemake.input.slides,
         snakemake.input.coords,
-        snakemake.output[0],
-        encoder,
-        settings,
-        device,
-        threads=snakemake.threads,
+        snakemake.params.staged,
+        strict=True,
     )
+]
+with claim_device() as device:
+    results = extract_slides(tasks, encoder, settings, device, threads=snakemake.threads)
+write_batch_record(snakemake.output[0], snakemake.params.staged, results)

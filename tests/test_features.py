@@ -6,6 +6,7 @@ import cv2
 import h5py
 import numpy as np
 import openslide
+import pandas as pd
 import pytest
 import tifffile
 import timm
@@ -18,9 +19,10 @@ from workflow.demo.design import item_rng
 from workflow.demo.svs import write_aperio_svs
 from workflow.device import claim_device
 from workflow.features import extract as extract_module
+from workflow.features.batches import plan_batches, write_batch_record
 from workflow.features.clam import import_clam, write_clam_pt
 from workflow.features.encoders import WeightsError, encoder_spec, load_encoder
-from workflow.features.extract import FeatureError, FeatureSettings, extract_slide
+from workflow.features.extract import FeatureError, FeatureSettings, SlideTask, extract_slides
 from workflow.features.features_file import read_features
 from workflow.features.reading import SlideReader, plan_blocks, preprocess
 from workflow.tiling.coords import PatchGeometry, read_coords
@@ -52,7 +54,9 @@ def slide40(tmp_path_factory):
 
 
 def run(slide, coords, out, encoder, **settings):
-    return extract_slide("s", slide, coords, str(out), encoder, FeatureSettings(**settings), CPU, threads=2)
+    """One slide through the job-level extraction; its file attributes."""
+    task = SlideTask("s", slide, coords, str(out))
+    return extract_slides([task], encoder, FeatureSettings(**settings), CPU, threads=2)[0].attrs
 
 
 def test_block_and_per_patch_reading_give_the_same_features(slide40, encoder, tmp_path):
@@ -200,6 +204,66 @@ def test_a_killed_run_leaves_nothing_and_a_rerun_completes(slide40, encoder, tmp
     assert read_features(tmp_path / "f.h5")[2]["status"] == "ok"
 
 
+@pytest.fixture(scope="module")
+def two_slides(tmp_path_factory):
+    """Two different small slides (one 40x, one 20x) and their tiling outputs."""
+    folder = tmp_path_factory.mktemp("two")
+    return [make_tiled_slide(folder, 0.25, name="a", key=1), make_tiled_slide(folder, 0.5, name="b", key=2)]
+
+
+def test_one_job_encodes_several_slides_as_separate_jobs_would(two_slides, encoder, tmp_path):
+    tasks = [SlideTask(n, s, c, str(tmp_path / f"{n}.h5")) for n, (s, c) in zip("ab", two_slides, strict=True)]
+    results = extract_slides(tasks, encoder, FeatureSettings(batch_size=8), CPU, threads=2)
+    assert [r.reused for r in results] == [False, False]
+    for task, result in zip(tasks, results, strict=True):
+        alone = run(task.slide_path, task.coords_path, tmp_path / f"alone_{task.slide_id}.h5", encoder, batch_size=8)
+        together, xy, attrs = read_features(task.out_path)
+        single, single_xy, _ = read_features(tmp_path / f"alone_{task.slide_id}.h5")
+        assert attrs["slide_id"] == task.slide_id == result.attrs["slide_id"]
+        assert attrs["n_patches"] == alone["n_patches"] == len(xy) and np.array_equal(xy, single_xy)
+        assert np.abs(together - single).max() <= 1e-5
+    write_batch_record(tmp_path / "record.tsv", [t.out_path for t in tasks], results)
+    record = pd.read_csv(tmp_path / "record.tsv", sep="\t")
+    assert list(record["slide_id"]) == ["a", "b"] and (record["status"] == "ok").all()
+    assert list(record["n_patches"]) == [r.attrs["n_patches"] for r in results]
+
+
+def test_a_killed_job_redoes_only_the_slides_it_had_not_finished(two_slides, encoder, tmp_path, monkeypatch):
+    tasks = [SlideTask(n, s, c, str(tmp_path / f"{n}.h5")) for n, (s, c) in zip("ab", two_slides, strict=True)]
+    settings = FeatureSettings(batch_size=8)
+    finished_a = {"slides": 0}
+    real_write = extract_module.ff.write_features
+
+    def killed_after_first_slide(*args, **kwargs):
+        if finished_a["slides"] == 1:
+            raise KeyboardInterrupt("killed")
+        real_write(*args, **kwargs)
+        finished_a["slides"] += 1
+
+    monkeypatch.setattr(extract_module.ff, "write_features", killed_after_first_slide)
+    with pytest.raises(KeyboardInterrupt):
+        extract_slides(tasks, encoder, settings, CPU, threads=2)
+    monkeypatch.setattr(extract_module.ff, "write_features", real_write)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5"]  # nothing half-written of b
+    first = (tmp_path / "a.h5").stat().st_mtime_ns
+    results = extract_slides(tasks, encoder, settings, CPU, threads=2)
+    assert [r.reused for r in results] == [True, False]
+    assert (tmp_path / "a.h5").stat().st_mtime_ns == first
+    assert all(read_features(t.out_path)[2]["status"] == "ok" for t in tasks)
+    # other settings or other coordinates make the kept file stale: it is encoded again
+    assert [r.reused for r in extract_slides(tasks, encoder, FeatureSettings(batch_size=4), CPU)] == [False, False]
+    tasks[1] = SlideTask("b", tasks[1].slide_path, tasks[0].coords_path, tasks[1].out_path)
+    assert [r.reused for r in extract_slides(tasks, encoder, FeatureSettings(batch_size=4), CPU)] == [True, False]
+
+
+def test_batches_keep_the_sheet_order_and_cover_every_slide_once():
+    slides = [f"s{i}" for i in range(10)]
+    assert plan_batches(slides, 4) == [slides[:4], slides[4:8], slides[8:]]
+    assert plan_batches(slides, 1) == [[s] for s in slides] and plan_batches([], 3) == []
+    with pytest.raises(ValueError, match="slides_per_job must be at least 1"):
+        plan_batches(slides, 0)
+
+
 def corrupt_tile(path, level, x_px, y_px):
     """Overwrite one JPEG tile of a level with garbage, as a damaged scan would have."""
     with tifffile.TiffFile(path) as tif:
@@ -326,7 +390,8 @@ def test_gpu_claims_are_exclusive_and_amp_matches_fp32(slide40, encoder, tmp_pat
             ):
                 pass
         slide, coords = slide40
-        extract_slide("s", slide, coords, str(tmp_path / "gpu.h5"), encoder, FeatureSettings(), first, threads=4)
+        task = SlideTask("s", slide, coords, str(tmp_path / "gpu.h5"))
+        extract_slides([task], encoder, FeatureSettings(), first, threads=4)
     run(slide, coords, tmp_path / "cpu.h5", load_encoder(encoder_spec("resnet50_trunc"), "random"))
     gpu, cpu = read_features(tmp_path / "gpu.h5")[0], read_features(tmp_path / "cpu.h5")[0]
     assert np.abs(gpu - cpu).max() / np.abs(cpu).max() < 0.02

@@ -21,6 +21,7 @@ from model.config import training_config
 from model.registry import cohort_models
 from model.splits import write_mcat_split
 from tests.conftest import ROOT
+from workflow.features.features_file import read_features_attrs
 from workflow.genomics import read_pathways
 from workflow.sources import code_hash, import_closure
 
@@ -63,7 +64,10 @@ def test_dry_run_of_the_full_dag():
     assert int(counts["inventory_slides"]) == len(cohorts)
     assert int(counts["tile_slide"]) == n_slides
     assert int(counts["summarize_tiling"]) == len(cohorts)
-    assert int(counts["extract_features"]) == n_slides
+    per_job = config["features"]["slides_per_job"]
+    assert int(counts["extract_features"]) == sum(-(-len(c.slide_ids) // per_job) for c in cohorts.values())
+    assert int(counts["place_features"]) == n_slides
+    assert int(counts["check_weights"]) == 1  # the encoder's weights, checked once before any slide is read
     assert int(counts["summarize_features"]) == len(cohorts)
     assert int(counts["build_pathways"]) == sum("genomics" in c.modalities for c in cohorts.values())
     assert int(counts["crop_mri"]) == sum(len(c.patient_ids) for c in cohorts.values() if c.mri is not None)
@@ -428,7 +432,14 @@ def test_documented_tcga_genomics_config_plans_mcat_folds_and_no_slide_job(share
     assert predictions == {"snn": 5, "coxph": 5}
     own = ("results/tcga_blca/", "results/evaluation/", "results/paper/")
     assert [path for path, *_ in outputs if not path.startswith(own)] == []
-    slide_rules = {"demo_cohort", "inventory_slides", "tile_slide", "summarize_tiling", "extract_features"}
+    slide_rules = {
+        "demo_cohort",
+        "inventory_slides",
+        "tile_slide",
+        "summarize_tiling",
+        "extract_features",
+        "place_features",
+    }
     assert not slide_rules & {rule for _, _, rule, *_ in outputs}
 
 
@@ -523,8 +534,20 @@ def test_bad_slide_is_excluded_or_stops_the_run(tmp_path):
     assert table.loc["good", "status"] == "ok" and table.loc["good", "n_patches"] == summary.loc["good", "patches"]
     assert (
         "excluded at tiling"
-        in (tmp_path / "logs" / "extract_features" / "mine" / "resnet50_trunc" / "plain.log").read_text()
+        in (tmp_path / "logs" / "extract_features" / "mine" / "resnet50_trunc" / "batch0.log").read_text()
     )
+    # a job that died after writing its slides: the rerun keeps them and only links them again
+    folder = tmp_path / "results" / "mine" / "features" / "resnet50_trunc"
+    staged = (folder / "staged" / "good.h5").stat()
+    assert (folder / "good.h5").stat().st_ino == staged.st_ino  # a link, not a copy
+    (folder / "batches" / "0.tsv").unlink()
+    (folder / "good.h5").unlink()
+    good = "results/mine/features/resnet50_trunc/good.h5"
+    run([*SNAKEMAKE, "--cores", "2", "--directory", str(tmp_path), good], tmp_path)
+    log = (tmp_path / "logs" / "extract_features" / "mine" / "resnet50_trunc" / "batch0.log").read_text()
+    assert log.count("already written by an earlier run from the same inputs, kept") == 2
+    assert (folder / "staged" / "good.h5").stat().st_ino == staged.st_ino
+    assert read_features_attrs(folder / "good.h5")["n_patches"] == summary.loc["good", "patches"]
 
     user_cohort(tmp_path, "fail")
     done = run([*SNAKEMAKE, "--cores", "2", "--directory", str(tmp_path), "--forceall", target], tmp_path, check=False)

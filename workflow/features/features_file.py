@@ -32,6 +32,7 @@ N_PATCHES = "n_patches"
 N_FAILED = "n_failed"
 SECONDS = "seconds"
 PATCHES_PER_SECOND = "patches_per_second"
+PROVENANCE = "provenance"  # key over the inputs and settings; a finished file with it is reused
 
 
 class SlideFeatures(NamedTuple):
