@@ -451,9 +451,12 @@ def get_cohort_oof(wildcards):
     )
 
 
-def get_training_memory(wildcards, input):
-    """Bags are cached in memory as float32: twice the features on disk plus 3 GB of room."""
-    return int(3000 + 2 * input.size_mb)
+def get_training_memory(wildcards, input, attempt):
+    """Bags are cached in memory as float32: twice the features on disk plus 3 GB of room.
+
+    A retry (--retries, as the SLURM profile sets) after an out-of-memory kill asks for more.
+    """
+    return int((3000 + 2 * input.size_mb) * attempt)
 
 
 def get_evaluations():

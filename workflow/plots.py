@@ -64,8 +64,13 @@ def figure_style() -> Iterator[None]:
 
 
 def save_figure(figure: plt.Figure, paths: Sequence[str | os.PathLike[str]]) -> None:
-    """Save one figure under each path (format from the suffix), atomically, then close it."""
+    """Save one figure under each path (format from the suffix), atomically, then close it.
+
+    PDFs carry no creation date, so the same data gives the same bytes on every run and machine.
+    """
     for path in paths:
+        kind = str(path).rsplit(".", 1)[-1]
+        metadata = {"CreationDate": None} if kind == "pdf" else None
         with atomic_path(path) as tmp:
-            figure.savefig(tmp, dpi=300, bbox_inches="tight", format=str(path).rsplit(".", 1)[-1])
+            figure.savefig(tmp, dpi=300, bbox_inches="tight", format=kind, metadata=metadata)
     plt.close(figure)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -94,17 +93,19 @@ class SlideResult(NamedTuple):
 def provenance(task: SlideTask, encoder: LoadedEncoder, settings: FeatureSettings) -> str:
     """A key over everything that shapes a slide's features: a finished file with it is reused.
 
-    The coordinates file is hashed whole; the slide by size and modification time (hashing
-    gigabytes of pixels would cost more than the resume saves).
+    The coordinates count by their values and tiling attributes (not the file's bytes, which hold
+    tiling's timing); the slide by size and modification time (hashing gigabytes of pixels would
+    cost more than the resume saves). No absolute path: a moved results folder keeps its features.
     """
     digest = hashlib.sha256()
-    digest.update(Path(task.coords_path).read_bytes())
+    tiles = read_coords(task.coords_path)
+    digest.update(np.ascontiguousarray(tiles.xy, dtype=np.int64).tobytes())
+    digest.update(repr(sorted((k, repr(v)) for k, v in tiles.attrs.items() if k != "seconds")).encode())
     slide = Path(task.slide_path)
     stat = slide.stat() if slide.exists() else None  # a slide excluded at tiling may be gone
     spec = encoder.spec
     for part in (
         task.slide_id,
-        os.path.abspath(task.slide_path),
         stat and stat.st_size,
         stat and stat.st_mtime_ns,
         spec.name,
