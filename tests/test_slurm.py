@@ -266,7 +266,10 @@ def test_workflow_through_slurm_equals_a_local_run(slurm_cluster, tmp_path):
     slurm_cluster.timings.update(
         local_run_s=round(local_run.seconds), slurm_run_s=round(slurm_run.seconds), slurm_jobs=len(jobs)
     )
-    print(f"\nSLURM test: {slurm_cluster.timings}")
+    files = sum(1 for path in (local / "results").rglob("*") if path.is_file())
+    print(
+        f"\nSLURM test: {len(jobs)} SLURM jobs COMPLETED in sacct, {files} result files equal; {slurm_cluster.timings}"
+    )
 
 
 def slurm_job_name(comment: str, groups: set[str]) -> str:
