@@ -6,7 +6,9 @@ disk (the reference reloads every bag at every step). Per fold, fit on that fold
 patients only (``fold_patients``): genomic families are standardised per column, and with
 ``wsi_standardise`` patch features per dimension over every training patch (``Standardizer``).
 Each file is read through its format's owner: ``workflow.genomics`` (pathways.h5) and
-``workflow.roi_file`` (roi.h5).
+``workflow.roi_file`` (roi.h5). A model that reads slides leaves out a patient whose every slide
+was excluded (``tiling: on_error: exclude``, at tiling or at feature extraction) and records why
+(``CohortData.excluded``); models that read no slides keep that patient.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workflow.features.features_file import read_features
+from workflow.features import features_file as ff
 from workflow.genomics import read_pathways
 from workflow.roi_file import read_rois, read_sequences
+from workflow.tiling.coords import EXCLUDED
 
 
 class DataError(ValueError):
@@ -92,6 +95,7 @@ class CohortData:
     mri: np.ndarray | None = None  # (patients, C, D, H, W)
     mri_mask: np.ndarray | None = None  # (patients, D, H, W) tumour masks
     mri_sequences: tuple[str, ...] = ()  # the MRI channels' sequence names
+    excluded: dict[str, str] = field(default_factory=dict)  # patient -> why the model leaves them out
 
     @property
     def second_names(self) -> tuple[str, ...]:
@@ -118,16 +122,23 @@ class CohortData:
 
 def read_bags(
     slides: Mapping[str, Sequence[tuple[str, str | os.PathLike[str]]]],
-) -> tuple[dict[str, torch.Tensor], dict[str, pd.DataFrame]]:
-    """patient -> [(slide_id, features file)] to per-patient bags (float32) and patch tables."""
-    bags, patches, encoders = {}, {}, set()
+) -> tuple[dict[str, torch.Tensor], dict[str, pd.DataFrame], dict[str, str]]:
+    """patient -> [(slide_id, features file)] to per-patient bags (float32), patch tables, and the
+    patients whose every slide was excluded, with the reasons."""
+    bags, patches, excluded, encoders = {}, {}, {}, set()
     for patient, files in slides.items():
-        parts, where = [], []
+        parts, where, reasons = [], [], []
         for slide, path in files:
-            features, coords, attrs = read_features(path)
-            encoders.add(str(attrs.get("encoder", "")))
+            features, coords, attrs = ff.read_features(path)
+            if attrs.get(ff.STATUS) == EXCLUDED:
+                reasons.append(f"slide {slide} excluded: {attrs.get(ff.REASON, '')}")
+                continue
+            encoders.add(str(attrs.get(ff.ENCODER, "")))
             parts.append(features.astype(np.float32, copy=False))
             where.append(pd.DataFrame({"slide_id": slide, "x": coords[:, 0], "y": coords[:, 1]}))
+        if files and len(reasons) == len(files):
+            excluded[patient] = "; ".join(reasons)
+            continue
         if not parts or sum(len(p) for p in parts) == 0:
             raise DataError(
                 f"patient {patient}: no patch features in slide(s) {[s for s, _ in files]}; "
@@ -137,7 +148,7 @@ def read_bags(
         patches[patient] = pd.concat(where, ignore_index=True)
     if len(encoders) > 1:
         raise DataError(f"features come from different encoders {sorted(encoders)}; re-extract them with one")
-    return bags, patches
+    return bags, patches, excluded
 
 
 def read_families(path: str | os.PathLike[str], patients: Sequence[str]) -> dict[str, np.ndarray]:
@@ -168,7 +179,10 @@ def load_cohort_data(
     genomics: str | os.PathLike[str] | None = None,
     mri: str | os.PathLike[str] | None = None,
 ) -> CohortData:
-    """Everything a fold needs from the modalities given. ``outcomes`` is indexed by patient_id."""
+    """Everything a fold needs from the modalities given. ``outcomes`` is indexed by patient_id.
+
+    With slides, patients whose every slide was excluded leave ``outcomes`` for ``excluded``.
+    """
     patients = list(outcomes.index)
     if not (slides or genomics or mri):
         raise DataError("no modality given: a model reads at least one of the WSI features, genomics or MRI")
@@ -177,7 +191,9 @@ def load_cohort_data(
         no_slides = [p for p in patients if not slides.get(p)]
         if no_slides:
             raise DataError(f"patient(s) {no_slides[:5]} have no slide features; add their slides to slides.tsv")
-        data.bags, data.patches = read_bags({p: slides[p] for p in patients})
+        data.bags, data.patches, data.excluded = read_bags({p: slides[p] for p in patients})
+        patients = [p for p in patients if p not in data.excluded]
+        data.outcomes = outcomes.loc[patients]
     if genomics:
         data.families = read_families(genomics, patients)
     if mri:

@@ -207,12 +207,27 @@ def pooled_metrics(folds: Sequence[Fold], bins: int) -> dict[str, Any]:
     return _finish(row, notes)
 
 
-def metric_table(protocols: Mapping[str, Sequence[Fold]], horizons: np.ndarray, tau: float, bins: int) -> pd.DataFrame:
-    """One row per (protocol, fold) and a pooled row per protocol, every metric with its reasons."""
+def metric_table(
+    protocols: Mapping[str, Sequence[Fold]],
+    horizons: np.ndarray,
+    tau: float,
+    bins: int,
+    left_out: Sequence[Sequence[str]] | None = None,
+) -> pd.DataFrame:
+    """One row per (protocol, fold) and a pooled row per protocol, every metric with its reasons.
+
+    ``left_out``: per fold, the held-out patients the model left out (no usable slide); the
+    ``n_excluded`` column counts them, and ``excluded`` names them.
+    """
     rows = []
     for protocol, folds in protocols.items():
-        rows += [{"protocol": protocol} | fold_metrics(f, horizons, tau, bins) for f in folds]
-        rows.append({"protocol": protocol} | pooled_metrics(folds, bins))
+        held_out = left_out or [[] for _ in folds]
+        for fold, patients in zip(folds, held_out, strict=True):
+            excluded = {"n_excluded": len(patients), "excluded": ", ".join(patients)}
+            rows.append({"protocol": protocol} | fold_metrics(fold, horizons, tau, bins) | excluded)
+        everyone = [p for patients in held_out for p in patients]
+        excluded = {"n_excluded": len(everyone), "excluded": ", ".join(everyone)}
+        rows.append({"protocol": protocol} | pooled_metrics(folds, bins) | excluded)
     return pd.DataFrame(rows).astype({"epoch": "Int64"})
 
 
@@ -246,6 +261,8 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
         pooled = pooled_rows.iloc[0] if len(pooled_rows) else pd.Series(dtype=object)
         row["pooled_harrell_c"] = float(pooled.get("harrell_c", np.nan))
         row["dcal_p"] = float(pooled.get("dcal_p", np.nan))
+        row["n_excluded"] = int(pooled.get("n_excluded", 0))
+        row["excluded"] = "" if row["n_excluded"] == 0 else str(pooled.get("excluded", ""))
         pooled_notes = str(pooled.get("reason", "")).split("; ")
         notes += [f"pooled {n}" for n in pooled_notes if n.startswith(("harrell_c: ", "dcal: "))]
         for fold, value in zip(folds["fold"], folds["harrell_c"], strict=True):
@@ -257,18 +274,23 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
 def compare_models(oof: Mapping[str, pd.DataFrame], reference: str, n_boot: int, seed: int) -> pd.DataFrame:
     """Pooled out-of-fold Harrell's C with a percentile bootstrap 95% CI, and the paired difference to the reference.
 
-    Every model must hold out the same patients. One set of ``n_boot`` resamples of patients (seeded)
-    serves every model, so each difference is paired: the same resampled patients under both models.
+    Models are compared on the patients every one of them holds out: a model that reads slides
+    leaves out patients without a usable slide (``tiling: on_error: exclude``), and the others'
+    rows say how many of theirs the comparison leaves out. One set of ``n_boot`` resamples of
+    patients (seeded) serves every model, so each difference is paired: the same resampled patients
+    under both models.
     The difference's CI is the percentile interval of the resampled differences, its two-sided p-value
     ``paired_bootstrap_p``. Resamples without a comparable pair are left out and counted.
     ``pooled_c_train_quantile`` (point estimate) is the pooled C of the ``risk_train_quantile`` column
     where the tables have it, NaN with its reason otherwise.
     """
-    patients = {m: set(t["patient_id"]) for m, t in oof.items()}
-    order = sorted(next(iter(patients.values()))) if patients else []
     for model, table in oof.items():
-        if patients[model] != set(order) or table["patient_id"].duplicated().any():
-            raise ValueError(f"{model}: every model must hold out the same patients, each once")
+        if table["patient_id"].duplicated().any():
+            raise ValueError(f"{model}: holds out patient(s) more than once")
+    patients = {m: set(t["patient_id"]) for m, t in oof.items()}
+    order = sorted(set.intersection(*patients.values())) if patients else []
+    if patients and not order:
+        raise ValueError(f"models {sorted(oof)} hold out no patient in common")
     indices = bootstrap_indices(len(order), n_boot, seed)
     aligned = {m: t.set_index("patient_id").loc[order] for m, t in oof.items()}
     point, boot = {}, {}
@@ -278,6 +300,11 @@ def compare_models(oof: Mapping[str, pd.DataFrame], reference: str, n_boot: int,
     rows = []
     for model, t in aligned.items():
         notes: list[str] = []
+        if len(patients[model]) > len(order):
+            notes.append(
+                f"compared on the {len(order)} patients every model holds out "
+                f"({len(patients[model]) - len(order)} of this model's left out: another model excluded them)"
+            )
         ci = _attempt(notes, "pooled_c", lambda m=model: _pooled_interval(point[m], boot[m])) or (np.nan, np.nan)
         row = {
             "model": model,
@@ -391,6 +418,12 @@ def markdown_table(summary: pd.DataFrame, descriptions: Mapping[str, str]) -> st
             lines.append("")
             if any("n/a" in line for line in lines[-len(rows) - 1 :]):
                 lines += ["n/a: not computable; the reasons are in table.tsv, column `reason`.", ""]
+            lines += [
+                f"{descriptions.get(row['model'], row['model'])}: {row['n_excluded']} patient(s) without a usable "
+                f"slide left out ({row['excluded']}); the models that read no slides keep them.\n"
+                for row in rows.to_dict("records")
+                if row.get("n_excluded", 0) > 0
+            ]
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ import torch
 
 from model.bins import time_bin_edges
 from model.config import TrainingConfig
-from model.data import CohortData, fold_patients
+from model.data import CohortData, DataError, fold_patients
 from model.registry import MODELS, Inputs, ModelChoice, build_model
 from model.train import FoldResult, TrainSettings, train_network
 from model.variants import Variant
@@ -96,13 +96,24 @@ def train_model(
     """Train one variant (a network, or the Cox baseline) on one fold; return the result and a description of the run.
 
     ``data`` holds the modalities the model uses (``model.registry.uses``) and nothing else;
-    ``training`` is the config's, before the variant's overrides.
+    ``training`` is the config's, before the variant's overrides. Patients the data leaves out
+    (``data.excluded``: no usable slide) leave both parts of the fold; the description lists them.
     """
     model_name = variant.model
     training = variant.training_config(training).resolved()
     settings, choice, bin_mode = fold_settings(training, model_name, fold, device, dict(variant.architecture))
-    source = data.outcomes if bin_mode == "cohort" else data.outcomes.loc[list(train_ids)]
-    edges = time_bin_edges(source["survival_months"].to_numpy(), source["censorship"].to_numpy(), training.n_bins)
+    left_out = {p: data.excluded[p] for p in [*train_ids, *held_ids] if p in data.excluded}
+    held_left_out = [p for p in held_ids if p in left_out]
+    train_ids = [p for p in train_ids if p not in left_out]
+    held_ids = [p for p in held_ids if p not in left_out]
+    source = data.outcomes if bin_mode == "cohort" else data.outcomes.loc[train_ids]
+    try:
+        edges = time_bin_edges(source["survival_months"].to_numpy(), source["censorship"].to_numpy(), training.n_bins)
+    except ValueError as err:
+        without = f" after leaving out {len(left_out)} patient(s) without a usable slide ({', '.join(left_out)})"
+        raise DataError(
+            f"fold {fold}: {err}{without if left_out else ''}; set training: n_bins: lower or add patients with events"
+        ) from None
     inputs = Inputs(data.modalities, data.wsi_dim, data.omic_sizes, data.mri_channels, training.n_bins)
     wsi_standardise = bool(training.wsi_standardise)
     start = time.perf_counter()
@@ -140,6 +151,8 @@ def train_model(
         "n_train": len(train_ids) - len(result.inner_ids),
         "n_inner": len(result.inner_ids),
         "n_held_out": len(held_ids),
+        "excluded_patients": left_out,
+        "excluded_held_out": held_left_out,
         "seconds": round(time.perf_counter() - start, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "inputs": asdict(inputs),

@@ -159,6 +159,11 @@ def read_bin_edges(path: str | os.PathLike[str]) -> np.ndarray:
     return np.asarray(json.loads(Path(path).read_text())["bin_edges"], float)
 
 
+def read_excluded_held_out(path: str | os.PathLike[str]) -> list[str]:
+    """The fold's held-out patients the model left out (no usable slide), from its fold.json."""
+    return list(json.loads(Path(path).read_text()).get("excluded_held_out", []))
+
+
 def read_log(path: str | os.PathLike[str]) -> pd.DataFrame:
     """The per-epoch training log."""
     return pd.read_csv(path, sep="\t")

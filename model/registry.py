@@ -225,6 +225,9 @@ MODELS: dict[str, ModelSpec] = {
     "coxph": ModelSpec(frozenset(), None, "Cox PH (ridge, PCA per modality)"),
 }
 MODALITIES = ("wsi", "genomics", "mri")
+# Models whose fold details hold decoupled features and MoE gate weights, the paper's Figs. 4, 5
+# and 8 (``figures.model`` names a run of one of them).
+FIGURE_MODELS = ("deref",)
 
 
 def applies(name: str, modalities: Iterable[str]) -> bool:

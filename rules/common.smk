@@ -12,12 +12,19 @@ sys.path.insert(0, workflow.basedir)
 
 from model.config import training_config
 from model.fold_outputs import FILES as FOLD_FILES
-from model.registry import MODELS, applies, cohort_models, uses
+from model.registry import FIGURE_MODELS, MODELS, applies, cohort_models, uses
 from model.variants import plain, select_variants
 from workflow.cohort import load_cohorts
+from workflow.config_check import check_config
 from workflow.features.batches import plan_batches
 from workflow.sources import code_hash, import_closure
 
+# One line per problem first; Snakemake's validate then fills in the schema's defaults.
+check_config(
+    config,
+    Path(workflow.basedir, "config", "schemas", "config.schema.yaml"),
+    workflow.overwrite_configfiles or ["config/config.yaml"],
+)
 validate(config, schema="../config/schemas/config.schema.yaml")
 TRAINING = training_config(config["training"])
 COHORTS = load_cohorts(config["cohorts"], TRAINING)
@@ -202,6 +209,25 @@ def get_slide_sheet(wildcards):
     columns = [c for c in ("slide_id", "path", "mpp") if c in slides.columns]
     records = slides[columns].to_dict("records")
     return [{k: (None if v != v else v) for k, v in r.items()} for r in records]
+
+
+# Job parameters hold only the settings that change a job's result: Snakemake reruns a job whose
+# parameters change, so that what to do with a bad slide (tiling.on_error), how many slides a job
+# encodes or which models a cohort trains never recompute finished results.
+def get_tiling_settings():
+    """The tiling: settings that decide a slide's patches (on_error decides only what a failure does)."""
+    return {k: v for k, v in config["tiling"].items() if k != "on_error"}
+
+
+def get_feature_settings():
+    """The features: settings that decide a slide's features (not batching, export or import)."""
+    skip = {"slides_per_job", "write_clam_pt", "import_clam"}
+    return {k: v for k, v in config["features"].items() if k not in skip}
+
+
+def get_training_settings():
+    """The training config of a fold's job, without the list of models to train."""
+    return {k: v for k, v in asdict(TRAINING).items() if k != "models"}
 
 
 def get_slide_path(wildcards):
@@ -474,10 +500,15 @@ def get_comparisons():
 
 
 FIGURES_MODEL = config["figures"]["model"]
-if FIGURES_MODEL not in VARIANTS:
+_drawable = sorted(v for v, spec in VARIANTS.items() if spec.model in FIGURE_MODELS)
+if FIGURES_MODEL not in _drawable:
+    kind = (
+        f"a run of {VARIANTS[FIGURES_MODEL].model}, which has no decoupled features or MoE gate"
+        if FIGURES_MODEL in VARIANTS
+        else "neither a model nor a selected variant"
+    )
     raise ValueError(
-        f"figures.model {FIGURES_MODEL!r} is neither a model nor a selected variant; "
-        f"choose from {sorted(VARIANTS)}"
+        f"figures.model {FIGURES_MODEL!r} is {kind}; choose from {_drawable}"
     )
 
 

@@ -64,7 +64,7 @@ rule train_fold:
     params:
         outcomes=get_outcomes,
         slides=get_patient_slides,
-        training=asdict(TRAINING),
+        training=get_training_settings(),
         variant=get_variant,
         code=TRAINING_CODE,
     script:

@@ -23,6 +23,6 @@ rule check_weights:
     resources:
         mem_mb=8000,
     params:
-        features=lookup(dpath="features", within=config),
+        features=get_feature_settings(),
     script:
         "../scripts/check_weights.py"

@@ -27,7 +27,7 @@ from model.evaluate import (
     training_quantiles,
     truncation_time,
 )
-from model.fold_outputs import read_bin_edges, read_predictions
+from model.fold_outputs import read_bin_edges, read_excluded_held_out, read_predictions
 from model.metrics import NotComputable
 from workflow.io import write_tsv
 from workflow.logs import log_to_file
@@ -39,6 +39,10 @@ honest = [read_predictions(p) for p in snakemake.input.predictions]
 best_epoch = [read_predictions(p) for p in snakemake.input.best_epoch]
 train = [read_predictions(p) for p in snakemake.input.predictions_train]
 edges = [read_bin_edges(p) for p in snakemake.input.meta]
+left_out = [read_excluded_held_out(p) for p in snakemake.input.meta]
+for fold, patients in enumerate(left_out):
+    if patients:
+        log.warning("fold %d: held-out patient(s) %s left out: no usable slide", fold, ", ".join(patients))
 
 cindex = fold_cindex({"honest": honest, "best_epoch": best_epoch})
 write_tsv(cindex.assign(cohort=cohort, model=model), snakemake.output.cindex)
@@ -56,7 +60,7 @@ folds = {
     protocol: [Fold(h, t, e) for h, t, e in zip(tables, train, edges, strict=True)]
     for protocol, tables in (("honest", honest), ("best_epoch", best_epoch))
 }
-metrics = metric_table(folds, horizons, tau, settings.calibration_bins)
+metrics = metric_table(folds, horizons, tau, settings.calibration_bins, left_out)
 metrics.insert(0, "model", model)
 metrics.insert(0, "cohort", cohort)
 write_tsv(metrics, snakemake.output.metrics)

@@ -1,7 +1,7 @@
 """Segment tissue and write patch coordinates, contours and QC pictures for one slide.
 
 input: slide; output: coords, contours, mask, grid; params: mpp (override or None), tiling,
-mpp_from_objective_power
+mpp_from_objective_power; config: tiling.on_error (not a param: switching it reruns nothing)
 """
 
 import sys
@@ -23,5 +23,5 @@ tile_slide(
     TileOutputs(**{k: snakemake.output[k] for k in ("coords", "contours", "mask", "grid")}),
     mpp_override=snakemake.params.mpp,
     mpp_from_objective_power=snakemake.params.mpp_from_objective_power,
-    on_error=snakemake.params.tiling["on_error"],
+    on_error=snakemake.config["tiling"]["on_error"],
 )

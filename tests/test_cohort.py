@@ -17,10 +17,12 @@ from workflow.cohort import (
     Cohort,
     CohortError,
     check_folds,
+    content_digest,
     load_cohort,
     load_cohorts,
     read_sheet,
 )
+from workflow.demo.genomics import write_genomics
 from workflow.demo.sheets import DemoCohort
 from workflow.io import write_tsv
 
@@ -33,8 +35,9 @@ def write(path, rows):
 @pytest.fixture
 def cohort_dir(tmp_path):
     """A valid WSI + genomics cohort on disk: two patients, three slides."""
-    for name in ("a.svs", "b.svs", "c.svs", "table.csv", "sig.csv"):
-        (tmp_path / name).write_text("x")
+    for name in ("a.svs", "b.svs", "c.svs", "sig.csv"):
+        (tmp_path / name).write_text(name)
+    pd.DataFrame({"case_id": ["001", "P2"], "TP53_rnaseq": [0.1, 0.2]}).to_csv(tmp_path / "table.csv")
     patients = write(
         tmp_path / "patients.tsv",
         [
@@ -96,7 +99,7 @@ def test_valid_cohort_loads_with_string_ids(cohort_dir):
         (
             "patients",
             lambda df: df.loc.__setitem__((0, "survival_months"), "-3"),
-            r"line 2 \(patient_id=001\), column 'survival_months' has -3; expected .*>= 0",
+            r"line 2 \(patient_id=001\), column 'survival_months' has -3; expected .*a finite number > 0",
         ),
         (
             "patients",
@@ -106,7 +109,7 @@ def test_valid_cohort_loads_with_string_ids(cohort_dir):
         (
             "patients",
             lambda df: df.loc.__setitem__((1, "censorship"), "2"),
-            r"line 3 \(patient_id=P2\), column 'censorship' has 2; expected 1 = censored",
+            r"line 3 \(patient_id=P2\), column 'censorship' has 2; expected 0 or 1: 1 = censored",
         ),
         (
             "patients",
@@ -128,6 +131,126 @@ def test_bad_sheets_are_explained(cohort_dir, sheet, change, expected):
     with pytest.raises(CohortError, match=expected) as err:
         load_cohort("c", cfg)
     assert f"{sheet} sheet {cfg[sheet]}" in str(err.value)
+
+
+def test_one_bad_numeric_cell_is_reported_alone(cohort_dir):
+    """A comma decimal or a word makes pandas read the column as text: only the bad cell is reported."""
+    _, cfg = cohort_dir
+    edit(cfg["patients"], lambda df: df.loc.__setitem__((1, "survival_months"), "12,5"))
+    with pytest.raises(CohortError) as err:
+        load_cohort("c", cfg)
+    assert str(err.value) == (
+        f"patients sheet {cfg['patients']}: 1 problem(s):\n  line 3 (patient_id=P2), column 'survival_months' "
+        "has '12,5'; use a point as decimal separator: 12.5"
+    )
+    edit(cfg["patients"], lambda df: df.loc.__setitem__((1, "survival_months"), "12.5"))
+    edit(cfg["patients"], lambda df: df.loc.__setitem__((0, "censorship"), "dead"))
+    with pytest.raises(CohortError) as err:
+        load_cohort("c", cfg)
+    assert str(err.value) == (
+        f"patients sheet {cfg['patients']}: 1 problem(s):\n  line 2 (patient_id=001), column 'censorship' has "
+        "'dead', not a number; expected 0 or 1: 1 = censored (alive at last follow-up), 0 = event (death); "
+        "the TCGA/MCAT convention"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sheet", "row", "column", "cell", "expected"),
+    [
+        ("patients", 0, "survival_months", "inf", "has 'inf', not a finite number; expected overall survival"),
+        ("patients", 0, "survival_months", "-inf", "has '-inf', not a finite number"),
+        ("patients", 1, "survival_months", "Infinity", "has 'Infinity', not a finite number"),
+        ("patients", 1, "survival_months", "1e999", "has '1e999', not a finite number"),
+        ("patients", 1, "survival_months", "NaN", "is empty (or NA); expected overall survival"),
+        ("patients", 0, "survival_months", "0", "has 0; expected overall survival or follow-up time in months, a"),
+        ("patients", 1, "censorship", "2", "has 2; expected 0 or 1: 1 = censored"),
+        ("patients", 1, "censorship", "0.5", "has 0.5; expected 0 or 1: 1 = censored"),
+        ("patients", 1, "censorship", "TRUE", "has 'TRUE', not a number; expected 0 or 1: 1 = censored"),
+        ("slides", 1, "mpp", "inf", "has 'inf', not a finite number; expected optional microns per pixel"),
+        ("slides", 1, "mpp", "0,25", "has '0,25'; use a point as decimal separator: 0.25"),
+    ],
+)
+def test_each_bad_number_gets_one_precise_message(cohort_dir, sheet, row, column, cell, expected):
+    _, cfg = cohort_dir
+    edit(cfg[sheet], lambda df: df.loc.__setitem__((row, column), cell))
+    with pytest.raises(CohortError) as err:
+        load_cohort("c", cfg)
+    ids = {"patients": ("patient_id", ["001", "P2"]), "slides": ("slide_id", ["S1.a", "S1.b", "S2"])}[sheet]
+    head = f"{sheet} sheet {cfg[sheet]}: 1 problem(s):\n  line {row + 2} ({ids[0]}={ids[1][row]}), column '{column}' "
+    assert str(err.value).startswith(head + expected)
+
+
+def test_good_numeric_cells_keep_their_types(cohort_dir):
+    _, cfg = cohort_dir
+    edit(cfg["patients"], lambda df: df.loc.__setitem__((1, "censorship"), "1.0"))
+    cohort = load_cohort("c", cfg)
+    assert cohort.patients["censorship"].dtype == "int64" and cohort.patients["censorship"].tolist() == [0, 1]
+    assert cohort.slides["mpp"].isna().tolist() == [True, False, True]
+
+
+def test_the_same_slide_file_twice_is_refused(cohort_dir):
+    tmp_path, cfg = cohort_dir
+    a = str(tmp_path / "a.svs")
+    edit(cfg["slides"], lambda df: df.loc.__setitem__((2, "path"), a))
+    with pytest.raises(CohortError) as err:
+        load_cohort("c", cfg)
+    assert str(err.value) == (
+        f"slides sheet {cfg['slides']}: the same file is listed twice: line 2 (slide_id=S1.a, {a}) and line 4 "
+        f"(slide_id=S2, {a}). One image in two rows could sit in training and in test; keep one row per slide file."
+    )
+    for name, link in (("sym.svs", Path.symlink_to), ("hard.svs", Path.hardlink_to)):
+        link(tmp_path / name, tmp_path / "c.svs")
+        edit(cfg["slides"], lambda df, name=name: df.loc.__setitem__((2, "path"), str(tmp_path / name)))
+        edit(cfg["slides"], lambda df: df.loc.__setitem__((1, "path"), str(tmp_path / "c.svs")))
+        with pytest.raises(
+            CohortError, match=rf"line 3 \(slide_id=S1.b, .*c\.svs\) and line 4 \(slide_id=S2, .*{name}\)"
+        ):
+            load_cohort("c", cfg)
+
+
+def test_the_same_mri_file_for_two_patients_is_refused(cohort_dir):
+    tmp_path, cfg = cohort_dir
+    del cfg["genomics"]
+    rows = mri_rows(tmp_path, ("001", "P2"), ("t1w", "t2w"))
+    rows[3]["image"] = rows[0]["image"]
+    cfg = cfg | {
+        "modalities": ["wsi", "mri"],
+        "mri": {"sheet": write(tmp_path / "mri.tsv", rows), "sequences": ["t1w", "t2w"]},
+    }
+    with pytest.raises(CohortError) as err:
+        load_cohort("c", cfg)
+    image = rows[0]["image"]
+    assert str(err.value) == (
+        f"mri sheet {cfg['mri']['sheet']}: the same file is listed twice: line 2 (patient_id=001, image {image}) and "
+        f"line 5 (patient_id=P2, image {image}). One image for two patients could sit in training and in test; "
+        "give each patient their own files."
+    )
+    rows[3]["image"] = rows[1]["mask"]  # 001's mask as P2's image
+    write(tmp_path / "mri.tsv", rows)
+    with pytest.raises(CohortError, match=r"line 2 \(patient_id=001, mask .*\) and line 5 \(patient_id=P2, image"):
+        load_cohort("c", cfg)
+
+
+def test_identical_content_in_two_files_is_warned(cohort_dir, caplog):
+    tmp_path, cfg = cohort_dir
+    (tmp_path / "c.svs").write_text("a.svs")  # a copy of a.svs, another file
+    with caplog.at_level(logging.WARNING, logger="workflow.cohort"):
+        load_cohort("c", cfg)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"slides sheet {cfg['slides']}: line 2 (slide_id=S1.a, {tmp_path / 'a.svs'}) and line 4 (slide_id=S2, "
+        f"{tmp_path / 'c.svs'}) are different files with identical content: if they are one image, keep one row "
+        "for it, so that it cannot sit in training and in test"
+    ]
+
+
+def test_large_files_are_compared_by_their_ends(tmp_path, monkeypatch):
+    monkeypatch.setattr("workflow.cohort.WHOLE_HASH", 16)
+    monkeypatch.setattr("workflow.cohort.END_HASH", 4)
+    for name, middle in (("x", b"1" * 20), ("y", b"2" * 20)):
+        (tmp_path / name).write_bytes(b"head" + middle + b"tail")
+    assert content_digest(str(tmp_path / "x"), 28) == content_digest(str(tmp_path / "y"), 28)
+    monkeypatch.setattr("workflow.cohort.WHOLE_HASH", 64)
+    assert content_digest(str(tmp_path / "x"), 28) != content_digest(str(tmp_path / "y"), 28)
 
 
 def test_missing_files_are_listed(cohort_dir):
@@ -162,14 +285,26 @@ def test_genomics_paths_required(cohort_dir):
         load_cohort("c", cfg)
 
 
+def mri_rows(folder, patients, sequences):
+    """MRI sheet rows with an image per (patient, sequence) and a mask per patient, each its own file."""
+    for p in patients:
+        for name in (*sequences, "mask"):
+            (folder / f"{p}_{name}.nii.gz").write_text(f"{p} {name}")
+    return [
+        {
+            "patient_id": p,
+            "sequence": s,
+            "image": str(folder / f"{p}_{s}.nii.gz"),
+            "mask": str(folder / f"{p}_mask.nii.gz"),
+        }
+        for p in patients
+        for s in sequences
+    ]
+
+
 def test_mri_sheet_checks(cohort_dir):
     tmp_path, cfg = cohort_dir
-    (tmp_path / "img.nii.gz").write_text("x")
-    rows = [
-        {"patient_id": p, "sequence": s, "image": str(tmp_path / "img.nii.gz"), "mask": str(tmp_path / "img.nii.gz")}
-        for p in ("001", "P2")
-        for s in ("t1w", "t2w")
-    ]
+    rows = mri_rows(tmp_path, ("001", "P2"), ("t1w", "t2w"))
     del cfg["genomics"]
     cfg = cfg | {
         "modalities": ["wsi", "mri"],
@@ -216,9 +351,11 @@ def test_a_demo_cohort_is_the_real_cohort_its_files_make(tmp_path, monkeypatch, 
     demo = DemoCohort.from_config("d", cfg)
     for path in demo.files:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text("x")
+        Path(path).write_text(path)
     for path, sheet in demo.sheets.items():
         write_tsv(sheet, path)
+    if "genomics" in demo.spec.modalities:  # read at parse time: its patient IDs
+        write_genomics(demo.spec, demo.truth, demo.slides, demo.genomics["table"], demo.genomics["signatures"])
     real, known = load_cohort("d", demo.config(cfg)), load_cohort("d", cfg)
     assert "demo" not in demo.config(cfg) and real.demo is None and known.demo == demo
     for frame in ("patients", "slides", "mri"):
@@ -291,20 +428,37 @@ def test_genomics_table_outcomes_are_checked_like_a_patients_sheet(genomics_only
         load_cohort("g", cfg)
 
 
-def test_a_patients_sheet_wins_over_the_table(cohort_dir, genomics_only):
-    _, sheets = cohort_dir
-    _, cfg = genomics_only
-    cohort = load_cohort("g", cfg | {"patients": sheets["patients"]})
-    assert cohort.patient_ids == ["001", "P2"]
+def test_a_patients_sheet_wins_over_the_table(genomics_only):
+    tmp_path, cfg = genomics_only
+    rows = [
+        {"patient_id": "P3", "survival_months": 7.0, "censorship": 1},
+        {"patient_id": "P1", "survival_months": 9.0, "censorship": 0},
+    ]
+    cohort = load_cohort("g", cfg | {"patients": write(tmp_path / "patients.tsv", rows)})
+    assert cohort.patient_ids == ["P3", "P1"] and cohort.patients["survival_months"].tolist() == [7.0, 9.0]
+
+
+def test_patients_the_genomics_table_lacks_are_refused_at_parse_time(genomics_only):
+    tmp_path, cfg = genomics_only
+    rows = [{"patient_id": p, "survival_months": 7.0, "censorship": 0} for p in ("P1", "GHOST-1", "P2", "GHOST-2")]
+    sheet = write(tmp_path / "patients.tsv", rows)
+    with pytest.raises(CohortError) as err:
+        load_cohort("g", cfg | {"patients": sheet})
+    assert str(err.value) == (
+        f"genomics table {cfg['genomics']['table']}: no row (column 'case_id') for patient(s) of patients sheet "
+        f"{sheet}: line 3 (GHOST-1), line 5 (GHOST-2). Add their genomics to the table, or remove them from "
+        f"patients sheet {sheet}."
+    )
+    with pytest.raises(
+        CohortError, match=r"table\.csv: no column 'patient' with patient IDs; set genomics: patient_column:"
+    ):
+        load_cohort("g", cfg | {"patients": sheet, "genomics": cfg["genomics"] | {"patient_column": "patient"}})
 
 
 @pytest.mark.parametrize("modalities", [["wsi"], ["genomics"], ["mri"], ["genomics", "mri"]])
 def test_single_modality_and_slide_free_cohorts_load(cohort_dir, modalities):
     tmp_path, cfg = cohort_dir
-    rows = [
-        {"patient_id": p, "sequence": "t1w", "image": str(tmp_path / "a.svs"), "mask": str(tmp_path / "b.svs")}
-        for p in ("001", "P2")
-    ]
+    rows = mri_rows(tmp_path, ("001", "P2"), ("t1w",))
     cfg["mri"] = {"sheet": write(tmp_path / "mri.tsv", rows), "sequences": ["t1w"]}
     for key, modality in MODALITY_KEYS.items():
         if modality not in modalities:
@@ -341,7 +495,7 @@ def outcomes_cohort(times, censorship):
     patients = pd.DataFrame(
         {"patient_id": [f"P{i}" for i in range(len(times))], "survival_months": times, "censorship": censorship}
     )
-    return Cohort("c", ("genomics",), patients.set_index("patient_id", drop=False))
+    return Cohort("c", ("genomics",), patients.set_index("patient_id", drop=False), patients_source="patients.tsv")
 
 
 TRAINING = TrainingConfig(folds=2, n_bins=2, seed=1)
@@ -369,7 +523,28 @@ TRAINING = TrainingConfig(folds=2, n_bins=2, seed=1)
             {"n_bins": 4},
             r"tied event times give duplicate quantile edges for training: n_bins: 4 .*to 2$",
         ),
-        ([5, 5, 5, 6], [0, 0, 0, 1], {}, r"tied event times .* no number of bins works"),
+        ([5, 5, 5, 6, 7], [0, 0, 0, 0, 1], {"n_bins": 4}, r"tied event times .* no number of bins works"),
+        (
+            [1, 2, 3],
+            [1, 1, 1],
+            {},
+            r"all 3 patients are censored \(column 'censorship' of patients\.tsv is 1 everywhere\): no event "
+            r"to learn from .*check the convention \(1 = censored/alive, 0 = event/death",
+        ),
+        (
+            [5, 5, 5, 6],
+            [0, 0, 0, 1],
+            {},
+            r"all 3 event times \(column 'survival_months' of patients\.tsv, rows with censorship 0\) are 5 "
+            r"months: time bins need events at different times",
+        ),
+        (
+            [1, 2, 3, 4],
+            [0, 0, 0, 1],
+            {"n_bins": 3, "bins": "fold"},
+            r"a fold's training patients hold as few as 1 event\(s\), fewer than training: n_bins: 3 .*"
+            r"training: bins: cohort, fewer folds, or add patients with events",
+        ),
     ],
 )
 def test_folds_and_bins_the_outcomes_cannot_fill_are_refused(times, censorship, training, expected):
@@ -381,8 +556,10 @@ def test_mcat_folds_are_checked_at_parse_time(tmp_path, caplog):
     cohort = outcomes_cohort([1, 2, 3, 4, 5, 6], [0, 0, 0, 1, 1, 1])
     write_mcat_split(tmp_path / "splits_0.csv", ["P0", "P1", "P2"], ["P3", "P4", "P5"])
     write_mcat_split(tmp_path / "splits_1.csv", ["P3", "P4", "P5"], ["P0", "P1", "P2"])
+    with pytest.raises(CohortError, match=r"a fold's training patients hold as few as 0 event\(s\).*add patients"):
+        check_folds(cohort, TRAINING, str(tmp_path))  # fold 1 trains on P3-P5, all censored
     with caplog.at_level(logging.WARNING, logger="workflow.cohort"):
-        check_folds(cohort, TRAINING, str(tmp_path))
+        check_folds(cohort, replace(TRAINING, bins="cohort"), str(tmp_path))
     assert len(caplog.records) == 1
     assert caplog.records[0].getMessage().startswith("cohort 'c': fold 0 (")
     assert "holds no event among its 3 held-out patients" in caplog.text
@@ -395,6 +572,16 @@ def test_mcat_folds_are_checked_at_parse_time(tmp_path, caplog):
         CohortError, match=r"cohort 'c': .*splits_1\.csv: patients \[\] are not in the cohort and \['P5'\]"
     ):
         check_folds(cohort, TRAINING, str(tmp_path))
+    write_mcat_split(tmp_path / "splits_1.csv", ["P3", "P4", "P5", "P9"], ["P0", "P1", "P2"])
+    with pytest.raises(CohortError, match=r"splits_1\.csv: patients \['P9'\] are not in the cohort and \[\]"):
+        check_folds(cohort, TRAINING, str(tmp_path))
+    write_mcat_split(tmp_path / "splits_1.csv", ["P3", "P4", "P5", "P0"], ["P0", "P1", "P2"])
+    with pytest.raises(CohortError) as err:
+        check_folds(cohort, TRAINING, str(tmp_path))
+    assert str(err.value) == (
+        f"cohort 'c': {tmp_path / 'splits_1.csv'}: patient(s) ['P0'] are in both train and val. Fix the files in "
+        f"splits: {tmp_path}, or remove splits: to draw stratified folds"
+    )
 
 
 def test_load_cohorts_checks_the_folds():

@@ -227,8 +227,18 @@ def test_paired_bootstrap_comparison():
     assert same["delta_c"] == 0 and same["delta_p"] == 1.0
     absent = compare_models({"deref": oof["deref"]}, "coxph", 20, seed=1).iloc[0]
     assert np.isnan(absent["delta_p"]) and "not trained on this cohort" in absent["reason"]
-    with pytest.raises(ValueError, match="same patients"):
-        compare_models({"deref": oof["deref"], "coxph": oof["coxph"].iloc[1:]}, "coxph", 20, seed=1)
+    # a model that left a patient out (no usable slide): every model is compared on the common patients
+    fewer = compare_models({"deref": oof["deref"].iloc[1:], "coxph": oof["coxph"]}, "coxph", 20, seed=1)
+    fewer = fewer.set_index("model")
+    common = compare_models({"deref": oof["deref"].iloc[1:], "coxph": oof["coxph"].iloc[1:]}, "coxph", 20, seed=1)
+    assert fewer["pooled_c"].tolist() == common["pooled_c"].tolist()
+    assert (fewer["n_patients"] == len(oof["deref"]) - 1).all()
+    assert (
+        "compared on the 59 patients every model holds out (1 of this model's left out" in fewer.loc["coxph", "reason"]
+    )
+    assert "compared on" not in fewer.loc["deref", "reason"]
+    with pytest.raises(ValueError, match="deref: holds out patient"):
+        compare_models({"deref": pd.concat([oof["deref"], oof["deref"].iloc[:1]])}, "coxph", 20, seed=1)
 
 
 def test_markdown_table_panel():
@@ -244,6 +254,17 @@ def test_markdown_table_panel():
     assert "**tcga, honest: selected epoch**" in text and "optimistic" in text
     assert text.count("| DeReF |") == 4 and "ΔC vs coxph (p)" in text
     assert "(2 of 3 folds)" in text and " ± " in text and "| reference |" in text and "n/a" in text
+    assert "left out" not in text
+    # a model that left out patients without a usable slide: counted per fold, in total, and in the text
+    folds = cv_folds()
+    oof = pd.concat([f.held for f in folds])
+    horizons = evaluation_times(EvaluationSettings(), oof["survival_months"], oof["censorship"])
+    metrics = metric_table({"honest": folds}, horizons, 24.0, 10, [["P7"], [], ["P8", "P9"]])
+    assert metrics["n_excluded"].tolist() == [1, 0, 2, 3] and metrics["excluded"].iloc[-1] == "P7, P8, P9"
+    fewer = summarise(metrics.assign(cohort="tcga", model="deref"))
+    assert fewer["n_excluded"].tolist() == [3]
+    text = markdown_table(panel(fewer, comparison[comparison["cohort"] == "tcga"]), {"deref": "DeReF"})
+    assert "DeReF: 3 patient(s) without a usable slide left out (P7, P8, P9)" in text
 
 
 def test_median_split_separates_a_planted_signal(tmp_path):

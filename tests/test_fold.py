@@ -134,6 +134,36 @@ def test_cohort_data_errors_name_what_is_wrong(tmp_path):
         )
 
 
+def test_patients_without_a_usable_slide_leave_slide_models_only(tmp_path):
+    """on_error: exclude: a patient whose every slide was excluded is left out of a model reading slides."""
+    outcomes, slides, matrices = tiny_cohort(tmp_path)
+    excluded = tmp_path / "P3-A.h5"
+    with h5py.File(excluded, "w") as h5:
+        h5.create_dataset("features", data=np.empty((0, 16), np.float32))
+        h5.create_dataset("coords", data=np.empty((0, 2), np.int64))
+        h5.attrs.update({"encoder": "resnet50_trunc", "status": "excluded", "reason": "non-pyramidal TIFF"})
+    # P0 keeps the slide that is not excluded; P3 has none left
+    slides = slides | {"P0": [("P0-A", excluded), slides["P0"][1]], "P3": [("P3-A", excluded)]}
+    data = load_cohort_data(outcomes, slides, genomics=tmp_path / "pathways.h5")
+    assert data.excluded == {"P3": "slide P3-A excluded: non-pyramidal TIFF"}
+    assert "P3" not in data.outcomes.index and "P3" not in data.bags and data.bags["P0"].shape == (6, 16)
+    kept = [p for p in outcomes.index if p != "P3"]
+    assert np.array_equal(data.families["family 1"], matrices["family 1"][[outcomes.index.get_loc(p) for p in kept]])
+    train_ids, held_ids = [f"P{i}" for i in range(4, 20)], ["P0", "P1", "P2", "P3"]
+    result, meta = train_model(data, plain("abmil"), 0, train_ids, held_ids, TRAINING)
+    assert sorted(result.predictions["patient_id"]) == ["P0", "P1", "P2"]
+    assert meta["excluded_patients"] == {"P3": "slide P3-A excluded: non-pyramidal TIFF"}
+    assert meta["excluded_held_out"] == ["P3"] and meta["n_held_out"] == 3
+    # a genomics-only model is given no slides, so it keeps P3
+    genomics = load_cohort_data(outcomes, genomics=tmp_path / "pathways.h5")
+    result, meta = train_model(genomics, plain("snn"), 0, train_ids, held_ids, TRAINING)
+    assert "P3" in set(result.predictions["patient_id"]) and meta["excluded_patients"] == {}
+    # too few events left to define the bins: the error names the fold and who was left out
+    few = {p: [("x", excluded)] for p in outcomes.index[outcomes["censorship"] == 0][1:]}
+    with pytest.raises(DataError, match=r"fold 0: .* after leaving out \d+ patient\(s\) without a usable slide"):
+        train_model(load_cohort_data(outcomes, slides | few), plain("abmil"), 0, list(outcomes.index[2:]), [], TRAINING)
+
+
 def test_reference_preset_settings():
     settings, choice, bins = fold_settings(replace(TRAINING, preset="reference"), "deref", fold=2)
     assert settings.scheduler == "poly" and settings.weighted_sampling and settings.max_patches == 30000

@@ -101,6 +101,36 @@ def test_non_numeric_and_missing_values(demo_files, tmp_path):
     assert np.isfinite(column).all()
 
 
+@pytest.mark.parametrize(
+    ("cell", "what"), [(np.inf, "inf"), (-np.inf, "-inf"), ("1e999", "1e999"), ("Infinity", "inf")]
+)
+def test_infinite_values_are_refused_naming_file_line_column_and_patient(demo_files, tmp_path, cell, what):
+    """inf would pass as a number and turn a fold's standardised genomics into NaN inside training."""
+    table, signatures, patients = demo_files
+    df = pd.read_csv(table, index_col=0)
+    rows = np.flatnonzero(df["case_id"] == patients[3])
+    bad = edit(
+        table,
+        tmp_path,
+        lambda d: d.__setitem__("MYC_cnv", d["MYC_cnv"].astype(object).where(d["case_id"] != patients[3], cell)),
+    )
+    with pytest.raises(GenomicsError) as err:
+        build_pathways(bad, signatures, patients)
+    more = f" ({len(rows) - 1} more such cell(s))" if len(rows) > 1 else ""
+    assert str(err.value) == (
+        f"{bad}: line {rows[0] + 2}, column 'MYC_cnv', patient {patients[3]}: '{what}' is not a finite number{more}; "
+        "write a finite number (a point as decimal separator), or leave the cell empty and set pathways: impute: median"
+    )
+
+
+def test_patient_ids_keep_leading_zeros(demo_files, tmp_path):
+    table, signatures, patients = demo_files
+    ids = {p: f"{i:03d}" for i, p in enumerate(patients)}
+    bad = edit(table, tmp_path, lambda d: d.__setitem__("case_id", d["case_id"].map(ids)))
+    matrices, _ = build_pathways(bad, signatures, list(ids.values()))
+    assert all(m.shape[0] == len(patients) for m in matrices.values())
+
+
 def test_family_coverage_errors(demo_files, tmp_path):
     table, signatures, patients = demo_files
     sig = pd.read_csv(signatures)

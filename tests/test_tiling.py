@@ -160,7 +160,7 @@ def test_presets_and_area_units():
     tcga = preset("tcga", "mm2")
     assert tcga.a_t == pytest.approx(16 * CLAM_REF_PATCH_MM2) and tcga.a_h == pytest.approx(4 * 0.016384)
     assert preset("bwh_biopsy", "clam").a_t == 1
-    params = tiling_params({"preset": "bwh_resection", "seg": {"sthresh": 20}, "on_error": "exclude"})
+    params = tiling_params({"preset": "bwh_resection", "seg": {"sthresh": 20}})
     assert (
         params.seg.sthresh == 20
         and params.seg.mthresh == 11
@@ -170,6 +170,8 @@ def test_presets_and_area_units():
     assert (clam.grid, clam.area_unit, clam.seg.a_t, clam.clam_compatible) == ("clam", "clam", 16, True)
     with pytest.raises(ValueError, match="unknown tiling preset 'tcgaa'"):
         tiling_params({"preset": "tcgaa"})
+    with pytest.raises(ValueError, match="unknown tiling settings: \\['on_error'\\]"):
+        tiling_params({"on_error": "exclude"})  # a job's choice, never part of what decides patches
     # CLAM's reference-patch units truncate to int at the segmentation level; mm² follow the scan resolution.
     assert area_thresholds(preset("tcga", "clam"), "clam", (16.07, 16.08), 0.5) == (16 * 1014, 4 * 1014)
     a_t_px, _ = area_thresholds(tcga, "mm2", (16.0, 16.0), 0.5)

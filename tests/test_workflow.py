@@ -512,8 +512,9 @@ def user_cohort(tmp_path, on_error):
                 "cohorts": {"mine": cohort},
                 "tiling": {"on_error": on_error},
                 "features": {"weights": "random"},
-                # two patients: the smallest cross-validation the parse-time checks accept
-                "training": {"folds": 2, "n_bins": 2},
+                # two patients: the smallest cross-validation the parse-time checks accept (with
+                # bins from the whole cohort: each fold's single training patient cannot define two)
+                "training": {"folds": 2, "n_bins": 2, "bins": "cohort"},
             }
         )
     )

@@ -6,14 +6,19 @@ A demo cohort is read as the real cohort its files make (``workflow.demo.sheets`
 are known from its seed before the demo_cohort rule writes them, and its files are not required yet.
 A cohort with genomics and no patients sheet takes its patients and outcomes from the genomics
 table. ``check_folds`` refuses, at parse time, folds and time bins its outcomes cannot fill.
+Numeric columns (schema type number or integer) are read cell by cell, so one bad cell is reported
+alone rather than turning its whole column into text, and must hold finite numbers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
-from collections.abc import Mapping
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -35,6 +40,14 @@ ID_COLUMNS = ("patient_id", "slide_id", "sequence")
 OUTCOME_COLUMNS = ("survival_months", "censorship")
 # Config keys that describe one modality's data, and that modality.
 MODALITY_KEYS = {"slides": "wsi", "genomics": "genomics", "mri": "mri"}
+COMMA_DECIMAL = re.compile(r"[+-]?\d+,\d+")
+# What to do when one image file is listed twice, per sheet kind.
+SAME_FILE_FIX = {
+    "slides": "One image in two rows could sit in training and in test; keep one row per slide file.",
+    "mri": "One image for two patients could sit in training and in test; give each patient their own files.",
+}
+# Files compared for identical content are hashed whole up to WHOLE_HASH bytes, else at both ends.
+WHOLE_HASH, END_HASH = 64 << 20, 8 << 20
 
 log = logging.getLogger(__name__)
 
@@ -63,40 +76,81 @@ def _expected(schema: dict[str, Any], column: str) -> str:
     return schema["properties"].get(column, {}).get("description", "see config/README.md").strip()
 
 
-def validate_sheet(df: pd.DataFrame, kind: str, source: str) -> None:
-    """Check columns and every row of a sheet against its schema; raise one error listing all problems."""
+def numeric_columns(kind: str) -> list[str]:
+    """Columns of a sheet kind whose schema type is number or integer: read cell by cell."""
+    return [c for c, p in sheet_schema(kind)["properties"].items() if p.get("type") in ("number", "integer")]
+
+
+def _number(cell: Any, expected: str) -> tuple[float, str | None]:
+    """A numeric cell as a float (NaN when empty) and, when it holds no finite number, what is wrong."""
+    if pd.isna(cell):
+        return math.nan, None
+    try:
+        value = float(cell)
+    except ValueError:
+        if COMMA_DECIMAL.fullmatch(str(cell).strip()):
+            return math.nan, f"has {cell!r}; use a point as decimal separator: {str(cell).strip().replace(',', '.')}"
+        return math.nan, f"has {cell!r}, not a number; expected {expected}"
+    if not math.isfinite(value):
+        return math.nan, f"has {_plain(cell)!r}, not a finite number; expected {expected}"
+    return value, None
+
+
+def _numbers(df: pd.DataFrame, kind: str) -> tuple[pd.DataFrame, dict[tuple[int, str], str]]:
+    """The sheet with its numeric columns as floats, and the problem of each cell that is no finite number."""
+    schema, converted, problems = sheet_schema(kind), {}, {}
+    for column in [c for c in numeric_columns(kind) if c in df.columns]:
+        values = []
+        for pos, cell in enumerate(df[column]):
+            value, wrong = _number(cell, _expected(schema, column))
+            values.append(value)
+            if wrong:
+                problems[pos, column] = wrong
+        converted[column] = np.array(values, dtype=float)
+    return df.assign(**converted), problems
+
+
+def validate_sheet(df: pd.DataFrame, kind: str, source: str) -> pd.DataFrame:
+    """Check columns and every cell of a sheet against its schema; raise one error listing every bad cell.
+
+    Returns the sheet with its numeric columns converted (integer ones to int64).
+    """
     schema = sheet_schema(kind)
     missing = [c for c in schema["required"] if c not in df.columns]
     if missing:
         needs = "; ".join(f"'{c}': {_expected(schema, c)}" for c in missing)
         raise CohortError(f"{source}: missing column(s) {needs}. Columns found: {list(df.columns)}")
+    df, problems = _numbers(df.reset_index(drop=True), kind)
     validator = jsonschema.Draft202012Validator(schema)
-    id_col = SHEETS[kind]
-    problems = []
-    for line, (_, row) in enumerate(df.iterrows(), start=2):
+    for pos, row in df.iterrows():
         record = {k: _plain(v) for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
         for err in validator.iter_errors(record):
             if err.validator == "required":
-                column = err.message.split("'")[1]
-                what = "is empty"
+                column, what = err.message.split("'")[1], "is empty (or NA)"
             else:
-                column = str(err.path[0]) if err.path else "?"
-                what = f"has {err.instance!r}"
-            problems.append(
-                f"line {line} ({id_col}={row.get(id_col, '?')}), column '{column}' {what}; expected {_expected(schema, column)}"
-            )
+                column, what = (str(err.path[0]) if err.path else "?"), f"has {err.instance!r}"
+            problems.setdefault((pos, column), f"{what}; expected {_expected(schema, column)}")
     if problems:
-        raise CohortError(f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+        id_col, order = SHEETS[kind], {c: i for i, c in enumerate(df.columns)}
+        listing = [
+            f"line {pos + 2} ({id_col}={df[id_col].iloc[pos] if id_col in df else '?'}), column '{column}' {what}"
+            for (pos, column), what in sorted(problems.items(), key=lambda p: (p[0][0], order.get(p[0][1], -1)))
+        ]
+        raise CohortError(f"{source}: {len(listing)} problem(s):\n  " + "\n  ".join(listing))
+    integers = [c for c, p in schema["properties"].items() if p.get("type") == "integer" and c in df.columns]
+    return df.astype({c: np.int64 for c in integers if df[c].notna().all()})
 
 
 def read_sheet(path: str | os.PathLike[str], kind: str) -> pd.DataFrame:
-    """Read a TSV sheet with ID columns as strings (so '001' stays '001') and validate it."""
+    """Read a TSV sheet with ID columns as strings (so '001' stays '001') and validate it.
+
+    Numeric columns are read as text and converted cell by cell by ``validate_sheet``.
+    """
     if not Path(path).is_file():
         raise CohortError(f"{kind} sheet {path} does not exist; check the path in config.yaml")
-    df = pd.read_csv(path, sep="\t", dtype={c: str for c in ID_COLUMNS})
+    df = pd.read_csv(path, sep="\t", dtype={c: str for c in (*ID_COLUMNS, *numeric_columns(kind))})
     df.columns = [c.strip() for c in df.columns]
-    validate_sheet(df, kind, f"{kind} sheet {path}")
-    return df
+    return validate_sheet(df, kind, f"{kind} sheet {path}")
 
 
 def _duplicates(df: pd.DataFrame, columns: list[str], source: str) -> None:
@@ -130,8 +184,7 @@ def _sheet(path: str, kind: str, made: Mapping[str, pd.DataFrame]) -> pd.DataFra
     """A sheet from its file or, for a sheet a rule makes, from the content it will have."""
     if path not in made:
         return read_sheet(path, kind)
-    validate_sheet(made[path], kind, f"{kind} sheet {path}")
-    return made[path]
+    return validate_sheet(made[path], kind, f"{kind} sheet {path}")
 
 
 def _missing_files(paths: Mapping[str, str], source: str) -> None:
@@ -140,6 +193,122 @@ def _missing_files(paths: Mapping[str, str], source: str) -> None:
         raise CohortError(
             f"{source}: file(s) not found (paths are relative to the directory Snakemake runs in):\n  "
             + "\n  ".join(missing)
+        )
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One image file as a sheet lists it: where (line, ID, column), its path, and whose it is."""
+
+    label: str
+    path: str
+    owner: str  # rows of one owner may share a file (a patient's MRI mask, one per sequence row)
+
+
+def _slide_files(slides: pd.DataFrame) -> list[Listed]:
+    return [
+        Listed(f"line {i + 2} (slide_id={s}, {p})", p, s)
+        for i, s, p in zip(slides.index, slides["slide_id"], slides["path"], strict=True)
+    ]
+
+
+def _mri_files(mri: pd.DataFrame) -> list[Listed]:
+    return [
+        Listed(
+            f"line {r.Index + 2} (patient_id={r.patient_id}, {column} {getattr(r, column)})",
+            getattr(r, column),
+            r.patient_id,
+        )
+        for r in mri.itertuples()
+        for column in ("image", "mask")
+    ]
+
+
+def content_digest(path: str, size: int) -> str:
+    """sha256 of a file up to WHOLE_HASH (64 MB), else of its first and last END_HASH (8 MB) bytes.
+
+    Slides of gigabytes are so compared in a fraction of a second at each parse, at the cost of calling
+    identical two files that differ only in their middle: a warning, never an error.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        if size <= WHOLE_HASH:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        else:
+            digest.update(fh.read(END_HASH))
+            fh.seek(-END_HASH, os.SEEK_END)
+            digest.update(fh.read(END_HASH))
+    return digest.hexdigest()
+
+
+def sampled_digest(path: str, size: int, blocks: int = 16, block: int = 64 << 10) -> str:
+    """sha256 of ``blocks`` blocks of ``block`` bytes spread evenly over the file: a cheap first look.
+
+    Volumes of one shape all have one size, so most MRI files share a size; sampling the middle
+    too tells apart scans whose first and last bytes are the same background.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for offset in np.linspace(0, max(size - block, 0), blocks).astype(np.int64):
+            fh.seek(int(offset))
+            digest.update(fh.read(block))
+    return digest.hexdigest()
+
+
+def _grouped(items: Iterable[Listed], key: Callable[[Listed], Any]) -> list[list[Listed]]:
+    groups = defaultdict(list)
+    for item in items:
+        groups[key(item)].append(item)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def _warn_same_content(files: Iterable[Listed], source: str) -> None:
+    """Warn of different files with identical content, perhaps one image copied.
+
+    Compared among equal sizes only, first by ``sampled_digest``, then by ``content_digest``.
+    """
+    for group in _grouped(files, lambda item: os.path.getsize(item.path)):
+        size = os.path.getsize(group[0].path)
+        for alike in _grouped(group, lambda item, size=size: sampled_digest(item.path, size)):
+            for same in _grouped(alike, lambda item, size=size: content_digest(item.path, size)):
+                log.warning(
+                    "%s: %s are different files with identical content: if they are one image, keep one row for "
+                    "it, so that it cannot sit in training and in test",
+                    source,
+                    " and ".join(item.label for item in same),
+                )
+
+
+def _same_files(files: list[Listed], source: str, fix: str) -> None:
+    """Refuse one file listed for two owners, by device and inode (the same path, a symlink or a hard link).
+
+    One image under two slide IDs or two patients could sit in a training fold and its held-out fold.
+    """
+    by_file: dict[tuple[int, int], dict[str, Listed]] = defaultdict(dict)
+    for item in files:
+        stat = os.stat(item.path)
+        by_file[stat.st_dev, stat.st_ino].setdefault(item.owner, item)
+    clashes = [" and ".join(i.label for i in owners.values()) for owners in by_file.values() if len(owners) > 1]
+    if clashes:
+        raise CohortError(f"{source}: the same file is listed twice: {'; '.join(clashes)}. {fix}")
+    _warn_same_content((next(iter(owners.values())) for owners in by_file.values()), source)
+
+
+def _genomics_covers(table: str, patient_column: str, patients: pd.DataFrame, patients_source: str) -> None:
+    """Refuse at parse time the patients the genomics table lacks, which build_pathways would refuse later."""
+    source = f"genomics table {table}"
+    ids = pd.read_csv(table, usecols=lambda c: c == patient_column, dtype=str)
+    if patient_column not in ids.columns:
+        raise CohortError(
+            f"{source}: no column '{patient_column}' with patient IDs; set genomics: patient_column: in the config"
+        )
+    lacking = patients[~patients["patient_id"].isin(ids[patient_column])]
+    if not lacking.empty:
+        listing = ", ".join(f"line {i + 2} ({p})" for i, p in zip(lacking.index, lacking["patient_id"], strict=True))
+        raise CohortError(
+            f"{source}: no row (column '{patient_column}') for patient(s) of {patients_source}: {listing}. "
+            f"Add their genomics to the table, or remove them from {patients_source}."
         )
 
 
@@ -155,6 +324,7 @@ class Cohort:
     sequences: tuple[str, ...] = ()
     genomics: dict[str, str] = field(default_factory=dict)
     demo: DemoCohort | None = None
+    patients_source: str = "the patients sheet"  # where the outcomes come from, for check_folds' messages
 
     @property
     def patient_ids(self) -> list[str]:
@@ -175,7 +345,7 @@ def genomics_outcomes(path: str | os.PathLike[str], patient_column: str) -> pd.D
     if not Path(path).is_file():
         raise CohortError(f"{source} does not exist; check genomics: table: in the config")
     wanted = [patient_column, *OUTCOME_COLUMNS]
-    table = pd.read_csv(path, usecols=lambda c: c in wanted, dtype={patient_column: str})
+    table = pd.read_csv(path, usecols=lambda c: c in wanted, dtype=dict.fromkeys(wanted, str))
     missing = [c for c in wanted if c not in table.columns]
     if missing:
         raise CohortError(
@@ -183,8 +353,7 @@ def genomics_outcomes(path: str | os.PathLike[str], patient_column: str) -> pd.D
             "outcomes; give the cohort a patients: sheet, or set genomics: patient_column: to the "
             "column holding patient IDs"
         )
-    table = table[wanted].rename(columns={patient_column: "patient_id"})
-    validate_sheet(table, "patients", source)
+    table = validate_sheet(table[wanted].rename(columns={patient_column: "patient_id"}), "patients", source)
     distinct = table.groupby("patient_id", sort=False)[list(OUTCOME_COLUMNS)].nunique()
     disagree = distinct.index[(distinct > 1).any(axis=1)]
     if len(disagree):
@@ -247,14 +416,17 @@ def load_cohort(name: str, cfg: Mapping[str, Any]) -> Cohort:
 
     patients = sheets["patients"]
     _duplicates(patients, ["patient_id"], sources["patients"])
-    cohort = Cohort(name, modalities, patients.set_index("patient_id", drop=False), demo=demo)
-    files = {}
+    cohort = Cohort(
+        name, modalities, patients.set_index("patient_id", drop=False), demo=demo, patients_source=sources["patients"]
+    )
+    files, listed = {}, {}
     if "wsi" in modalities:
         slides = sheets["slides"]
         _duplicates(slides, ["slide_id"], sources["slides"])
         _unknown_patients(slides, patients, sources["slides"], sources["patients"])
         _without(patients, slides, "slide", sources["slides"], sources["patients"])
         files |= {f"slide {s}": p for s, p in zip(slides["slide_id"], slides["path"], strict=True)}
+        listed["slides"] = _slide_files(slides)
         cohort.slides = slides.set_index("slide_id", drop=False)
     if "mri" in modalities:
         mri = sheets["mri"]
@@ -281,11 +453,16 @@ def load_cohort(name: str, cfg: Mapping[str, Any]) -> Cohort:
             for r in mri.itertuples()
             for col in ("image", "mask")
         }
+        listed["mri"] = _mri_files(mri)
         cohort.mri = mri
     if "genomics" in modalities:
         files |= {"genomics table": gcfg["table"], "signatures": gcfg["signatures"]}
         cohort.genomics = gcfg
     _missing_files({label: p for label, p in files.items() if p not in pending}, where)
+    for kind, items in listed.items():
+        _same_files([i for i in items if i.path not in pending], sources[kind], SAME_FILE_FIX[kind])
+    if "genomics" in modalities and "patients" in needed and gcfg["table"] not in pending:
+        _genomics_covers(gcfg["table"], gcfg.get("patient_column", "case_id"), patients, sources["patients"])
     return cohort
 
 
@@ -300,8 +477,9 @@ def _fills_bins(times: np.ndarray, censorship: np.ndarray, n_bins: int) -> bool:
 def check_folds(cohort: Cohort, training: TrainingConfig, splits: str | os.PathLike[str] | None) -> None:
     """Refuse at parse time what would stop a job minutes later, and warn of folds with no C-index.
 
-    Errors: fewer patients or events than training.folds, or event times that cannot fill
-    training.n_bins time bins (too few events, or ties that make duplicate quantile edges).
+    Errors: fewer patients or events than training.folds (all patients censored: no event at all),
+    event times that cannot fill training.n_bins time bins (too few events, all at one time, or ties
+    that make duplicate quantile edges), and MCAT split files that do not partition the cohort.
     Warning: an MCAT split whose held-out patients hold no event. Stratified folds spread the
     events over the folds, so with at least one event per fold every held-out part holds one.
     """
@@ -315,6 +493,12 @@ def check_folds(cohort: Cohort, training: TrainingConfig, splits: str | os.PathL
             f"{where}: {n_patients} patient(s) cannot fill training: folds: {folds} held-out folds; "
             f"set training: folds: to at most {n_patients}, or add patients"
         )
+    if n_events == 0:
+        raise CohortError(
+            f"{where}: all {n_patients} patients are censored (column 'censorship' of {cohort.patients_source} "
+            "is 1 everywhere): no event to learn from or to score a C-index on; check the convention "
+            "(1 = censored/alive, 0 = event/death, as in TCGA/MCAT), or add patients with events"
+        )
     if folds > n_events:
         fix = f"set training: folds: to at most {n_events}" if n_events >= 2 else "cross-validation needs two"
         raise CohortError(
@@ -326,13 +510,22 @@ def check_folds(cohort: Cohort, training: TrainingConfig, splits: str | os.PathL
             f"{where}: {n_events} patient(s) with an event (censorship 0) cannot define training: n_bins: "
             f"{n_bins} time bins (quantiles of the event times); set training: n_bins: to at most {n_events}"
         )
+    event_times = np.unique(times[censorship == 0])
+    if len(event_times) == 1:
+        raise CohortError(
+            f"{where}: all {n_events} event times (column 'survival_months' of {cohort.patients_source}, rows with "
+            f"censorship 0) are {event_times[0]:g} months: time bins need events at different times; check "
+            "the times, or add patients with events at other times"
+        )
     if not _fills_bins(times, censorship, n_bins):
         fewer = next((k for k in range(n_bins - 1, 1, -1) if _fills_bins(times, censorship, k)), None)
         fix = f"set training: n_bins: to {fewer}" if fewer else "no number of bins works; add patients with events"
         raise CohortError(
             f"{where}: tied event times give duplicate quantile edges for training: n_bins: {n_bins} time bins; {fix}"
         )
+    training_events = n_events - -(-n_events // folds)  # the fewest a stratified training part holds
     if splits is None:
+        _training_parts_fill_bins(where, training, training_events)
         return
     # Imported here: scikit-learn (stratified folds) costs a second, which only MCAT folders pay.
     from model.splits import cohort_splits
@@ -340,7 +533,11 @@ def check_folds(cohort: Cohort, training: TrainingConfig, splits: str | os.PathL
     try:
         given = cohort_splits(cohort.patients, folds, training.seed, n_bins, splits)
     except ValueError as err:
-        raise CohortError(f"{where}: {err}") from None
+        raise CohortError(
+            f"{where}: {err}. Fix the files in splits: {splits}, or remove splits: to draw stratified folds"
+        ) from None
+    training_events = min(int((cohort.patients.loc[train, "censorship"] == 0).sum()) for train, _ in given)
+    _training_parts_fill_bins(where, training, training_events)
     for fold, (_, held_out) in enumerate(given):
         if (cohort.patients.loc[held_out, "censorship"] != 0).all():
             log.warning(
@@ -350,6 +547,18 @@ def check_folds(cohort: Cohort, training: TrainingConfig, splits: str | os.PathL
                 Path(splits) / f"splits_{fold}.csv",
                 len(held_out),
             )
+
+
+def _training_parts_fill_bins(where: str, training: TrainingConfig, training_events: int) -> None:
+    """With bins from each fold's training patients (training: bins: fold), each part must fill them."""
+    if training.resolved().bins != "fold" or training_events >= training.n_bins:
+        return
+    fix = f"set training: n_bins: to at most {training_events}, " if training_events >= 2 else ""
+    raise CohortError(
+        f"{where}: a fold's training patients hold as few as {training_events} event(s), fewer than training: "
+        f"n_bins: {training.n_bins} (time bins are quantiles of each fold's training event times, training: "
+        f"bins: fold); {fix}training: bins: cohort, fewer folds, or add patients with events"
+    )
 
 
 def load_cohorts(config: Mapping[str, Any], training: TrainingConfig) -> dict[str, Cohort]:

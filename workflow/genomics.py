@@ -77,7 +77,7 @@ def read_table(
     path: str | os.PathLike[str], patient_column: str = "case_id", bare_as_mutations: bool = False
 ) -> pd.DataFrame:
     """The genomic columns of an MCAT/TCGA table with the patient ID column, all else dropped."""
-    table = pd.read_csv(path, low_memory=False)
+    table = pd.read_csv(path, low_memory=False, dtype={patient_column: str})
     table = table.loc[:, [c for c in table.columns if not str(c).startswith("Unnamed:")]]
     if patient_column not in table.columns:
         raise GenomicsError(
@@ -99,17 +99,33 @@ def read_table(
     return out
 
 
+def _float(cell: object) -> float:
+    """One cell as a float, NaN for text; '1e999' becomes inf, which pandas' parsers call text."""
+    try:
+        return float(cell)
+    except ValueError:
+        return np.nan
+
+
 def _check_numeric(table: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Genomic values as floats, or an error naming the column and patient of the first bad cell."""
-    values = table.drop(columns="patient_id").apply(pd.to_numeric, errors="coerce")
+    """Genomic values as floats, or an error naming the line, column and patient of the first bad cell.
+
+    A bad cell is text, or infinite: inf passes as a number but turns a fold's standardised values into NaN.
+    """
     raw = table.drop(columns="patient_id")
-    bad = values.isna() & raw.notna()
-    if bad.to_numpy().any():
-        row, col = np.argwhere(bad.to_numpy())[0]
+    values = raw.apply(lambda col: col if pd.api.types.is_numeric_dtype(col) else col.map(_float)).astype(np.float64)
+    infinite = np.isinf(values.to_numpy())
+    rows, cols = np.nonzero((values.isna() & raw.notna()).to_numpy() | infinite)
+    if len(rows):
+        row, col = rows[0], cols[0]
+        what = "is not a finite number" if infinite[row, col] else "is not a number"
+        more = f" ({len(rows) - 1} more such cell(s))" if len(rows) > 1 else ""
         raise GenomicsError(
-            f"{source}: column '{values.columns[col]}', patient {table['patient_id'].iloc[row]}: {raw.iat[row, col]!r} is not a number"
+            f"{source}: line {row + 2}, column '{values.columns[col]}', patient {table['patient_id'].iloc[row]}: "
+            f"'{raw.iat[row, col]}' {what}{more}; write a finite number (a point as decimal separator), or "
+            "leave the cell empty and set pathways: impute: median"
         )
-    return values.astype(np.float64).assign(patient_id=table["patient_id"].to_numpy())
+    return values.assign(patient_id=table["patient_id"].to_numpy())
 
 
 def per_patient(table: pd.DataFrame, source: str) -> pd.DataFrame:

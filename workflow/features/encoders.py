@@ -19,6 +19,7 @@ given ``expected_sha256``.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import logging
 from dataclasses import dataclass, field, replace
@@ -143,8 +144,11 @@ def encoder_spec(name: str, input_size: int | None = None, manifest_path: str | 
         spec = spec_from_manifest(name, entries[name])
     else:
         if not timm.is_model(name):
+            close = difflib.get_close_matches(name, [*entries, *timm.list_models()], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise WeightsError(
-                f"encoder {name!r} is neither in the registry ({manifest_path}: {sorted(entries)}) nor a timm model name"
+                f"features: encoder: {name!r} is neither in the registry ({manifest_path}: {sorted(entries)}) "
+                f"nor a timm model name{hint}"
             )
         cfg = timm.get_pretrained_cfg(name)
         size = cfg.input_size[-1] if cfg is not None else 224

@@ -89,7 +89,7 @@ def tiling_params(cfg: Mapping[str, Any]) -> TilingParams:
     ``clam_compatible: true`` switches to CLAM's per-contour grids, reference-patch area units and
     level-0 reads.
     """
-    cfg = {k: v for k, v in cfg.items() if k != "on_error"}
+    cfg = dict(cfg)
     seg_overrides = dict(cfg.pop("seg", None) or {})
     if cfg.get("clam_compatible"):
         cfg |= {"grid": "clam", "area_unit": "clam", "max_seg_pixels": 100_000_000}
