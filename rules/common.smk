@@ -14,7 +14,7 @@ from model.config import training_config
 from model.fold_outputs import FILES as FOLD_FILES
 from model.registry import FIGURE_MODELS, MODELS, applies, cohort_models, uses
 from model.variants import plain, select_variants
-from workflow.cohort import load_cohorts
+from workflow.cohort import CohortError, check_folds, load_cohorts
 from workflow.config_check import check_config
 from workflow.features.batches import plan_batches
 from workflow.sources import code_hash, import_closure
@@ -85,6 +85,29 @@ COHORT_VARIANTS = {
     name: COHORT_MODELS[name] + _cohort_experiments(name, cohort)
     for name, cohort in COHORTS.items()
 }
+
+
+def _check_variant_folds():
+    """A variant with bins or a split seed of its own must fit each cohort that runs it, too."""
+    for name, cohort in COHORTS.items():
+        for run in COHORT_VARIANTS[name]:
+            spec = VARIANTS[run]
+            if not (
+                {"n_bins", "bins"} & set(spec.training) or spec.split_seed is not None
+            ):
+                continue
+            splits = config["cohorts"][name].get("splits")
+            try:
+                check_folds(
+                    cohort,
+                    spec.training_config(TRAINING),
+                    None if spec.split_seed is not None else splits,
+                )
+            except CohortError as err:
+                raise CohortError(f"experiment variant {run}: {err}") from None
+
+
+_check_variant_folds()
 
 
 # Training reruns when library code its script imports changes (a params value: Snakemake

@@ -132,3 +132,16 @@ def test_one_slide_file_for_two_patients_is_refused(tmp_path):
         "slides sheet slides.tsv: the same file is listed twice: line 2 (slide_id=S1, S1.svs) and line 3 "
         "(slide_id=S2, S1.svs). One image in two rows could sit in training and in test" in dry_run_error(tmp_path)
     )
+
+
+@pytest.mark.integration
+def test_a_variants_own_bins_are_checked_against_the_cohort(tmp_path):
+    user_cohort(tmp_path, FOUR)
+    (tmp_path / "variants.yaml").write_text(yaml.safe_dump({"snn_fine": {"model": "snn", "options": {"n_bins": 4}}}))
+    config = yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
+    config["experiments"] = {"catalogue": "variants.yaml", "run": ["snn_fine"]}
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    assert (
+        "experiment variant snn_fine: cohort 'mine': 3 patient(s) with an event (censorship 0) cannot define "
+        "training: n_bins: 4 time bins" in dry_run_error(tmp_path)
+    )
