@@ -1,8 +1,8 @@
 """Encode every patch of a job's slides with the configured frozen encoder, one features file each.
 
 input: coords, slides (lists, in the job's slide order), weights (optional file); output: the job's
-record; params: features, slides (ids), staged (each slide's features file); threads: DataLoader
-workers and CPU threads
+record; params: features, slides (ids), staged (each slide's features file); config: tiling: on_error
+(read here, not a param, so that switching it never re-extracts); threads: DataLoader workers and CPU threads
 """
 
 import gc
@@ -35,5 +35,7 @@ tasks = [
     )
 ]
 with claim_device() as device:
-    results = extract_slides(tasks, encoder, settings, device, threads=snakemake.threads)
+    results = extract_slides(
+        tasks, encoder, settings, device, threads=snakemake.threads, on_error=snakemake.config["tiling"]["on_error"]
+    )
 write_batch_record(snakemake.output[0], snakemake.params.staged, results)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import cv2
 import h5py
 import numpy as np
@@ -24,7 +27,8 @@ from workflow.features.clam import import_clam, write_clam_pt
 from workflow.features.encoders import WeightsError, encoder_spec, load_encoder
 from workflow.features.extract import FeatureError, FeatureSettings, SlideTask, extract_slides
 from workflow.features.features_file import read_features
-from workflow.features.reading import SlideReader, plan_blocks, preprocess
+from workflow.features.reading import PatchReadError, SlideReader, plan_blocks, preprocess
+from workflow.features.summary import summary
 from workflow.tiling.coords import PatchGeometry, read_coords
 from workflow.tiling.params import tiling_params
 from workflow.tiling.tile import TileOutputs, tile_slide
@@ -130,7 +134,7 @@ def test_clam_patch_files_are_read_as_clam_reads_them(tmp_path, encoder):
     assert tiles.geometry == PatchGeometry(1, 256, 512, (1537 / 768, 1281 / 640))
     per_patch = clam_reads(slide, xy, 1, 256)
     # Why: OpenSlide interpolates at the fractional level position, so a block read cut into patches differs.
-    block, _ = SlideReader(str(slide), tiles.geometry).read_block(tiles.xy)
+    block, _, _ = SlideReader(str(slide), tiles.geometry).read_block(tiles.xy)
     assert not np.array_equal(block, per_patch)
     attrs = run(str(slide), str(tmp_path / "clam.h5"), tmp_path / "f.h5", encoder, block=4)
     ours, kept, _ = read_features(tmp_path / "f.h5")
@@ -395,3 +399,94 @@ def test_gpu_claims_are_exclusive_and_amp_matches_fp32(slide40, encoder, tmp_pat
     run(slide, coords, tmp_path / "cpu.h5", load_encoder(encoder_spec("resnet50_trunc"), "random"))
     gpu, cpu = read_features(tmp_path / "gpu.h5")[0], read_features(tmp_path / "cpu.h5")[0]
     assert np.abs(gpu - cpu).max() / np.abs(cpu).max() < 0.02
+
+
+def damaged_copy(slide, folder, name):
+    """A copy of ``slide`` to damage, so the module's slide stays whole."""
+    copy = folder / f"{name}.svs"
+    copy.write_bytes(Path(slide).read_bytes())
+    return str(copy)
+
+
+def first_block_patch(coords):
+    tiles = read_coords(coords)
+    return tiles.xy[plan_blocks(tiles.xy, tiles.geometry.size_level0, FeatureSettings().block)[0][0]], len(tiles.xy)
+
+
+def test_unreadable_slide_is_excluded_and_the_job_goes_on(slide40, encoder, tmp_path):
+    """A corrupt tile over the budget: that slide is written excluded, naming the patch and OpenSlide's error."""
+    slide, coords = slide40
+    bad = damaged_copy(slide, tmp_path, "bad")
+    xy = read_coords(coords).xy
+    x, y = (int(v) for v in xy[len(xy) // 2])
+    corrupt_tile(bad, 0, x + 300, y + 300)
+    run(bad, coords, tmp_path / "lenient.h5", encoder, max_failed_fraction=1.0)
+    with h5py.File(tmp_path / "lenient.h5") as h5:
+        failed = h5["failed_coords"][:].tolist()
+    tasks = [
+        SlideTask("bad", bad, coords, str(tmp_path / "bad.h5")),
+        SlideTask("s", slide, coords, str(tmp_path / "s.h5")),
+    ]
+    settings = FeatureSettings(max_failed_fraction=0.0)
+    results = extract_slides(tasks, encoder, settings, CPU, threads=2, on_error="exclude")
+    excluded, kept = (r.attrs for r in results)
+    match = re.fullmatch(
+        rf"slide bad: {len(failed)} of {len(xy)} patches could not be read from {re.escape(bad)}; "
+        r"the first at level-0 \((\d+), (\d+)\): (Corrupt JPEG data.*)",
+        excluded["status"] == "excluded" and excluded["reason"],
+    )
+    assert match and [int(match[1]), int(match[2])] in failed, excluded["reason"]
+    assert (excluded["n_patches"], excluded["n_failed"]) == (0, len(failed))
+    features, _, attrs = read_features(tasks[0].out_path)
+    assert features.shape == (0, 1024) and attrs["reason"] == excluded["reason"]
+    assert kept["status"] == "ok" and kept["n_patches"] == len(xy)
+    table = summary([t.out_path for t in tasks]).set_index("slide_id")
+    assert table.loc["bad", "status"] == "excluded" and table.loc["bad", "reason"] == excluded["reason"]
+    # on_error decides what a failure does, not what the features are: switching it re-extracts nothing
+    again = extract_slides(tasks, encoder, settings, CPU, on_error="fail")
+    assert [r.reused for r in again] == [True, True] and again[0].attrs["status"] == "excluded"
+
+    with pytest.raises(FeatureError) as stopped:
+        extract_slides([SlideTask("bad", bad, coords, str(tmp_path / "f.h5"))], encoder, settings, CPU, on_error="fail")
+    assert str(stopped.value) == (
+        f"{excluded['reason']}. That is more than features: max_failed_fraction = 0.0: the slide file is damaged; "
+        "re-copy it and compare checksums (sha256sum) with the source (or re-export or re-scan it). To go on "
+        "without this slide set tiling: on_error: exclude; to keep its readable patches raise features: "
+        "max_failed_fraction"
+    )
+    assert not (tmp_path / "f.h5").exists()
+
+
+def test_slide_truncated_after_tiling_is_excluded_as_truncated(slide40, encoder, tmp_path):
+    slide, coords = slide40
+    cut = damaged_copy(slide, tmp_path, "cut")
+    size = Path(cut).stat().st_size // 2
+    Path(cut).write_bytes(Path(cut).read_bytes()[:size])
+    (x, y), n = first_block_patch(coords)
+    attrs = extract_slides(
+        [SlideTask("cut", cut, coords, str(tmp_path / "f.h5"))], encoder, FeatureSettings(), CPU, on_error="exclude"
+    )[0].attrs
+    assert attrs["status"] == "excluded"
+    assert re.fullmatch(
+        rf"slide cut: {n} of {n} patches could not be read from {re.escape(cut)}; the first at level-0 \({x}, {y}\): "
+        rf"Unsupported or missing image file; the file is truncated: the file ends at byte {size:,}, before the end "
+        r"of its image data \(byte [\d,]+\); re-copy it and compare checksums \(sha256sum\) with the source",
+        attrs["reason"],
+    ), attrs["reason"]
+
+
+def test_an_unforeseen_read_error_in_a_worker_names_the_slide_and_patches(slide40, encoder, tmp_path, monkeypatch):
+    slide, coords = slide40
+    (x, y), _ = first_block_patch(coords)
+
+    def breaks(self, coords):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(SlideReader, "read_block", breaks)
+    with pytest.raises(
+        PatchReadError,
+        match=rf"slide s \({re.escape(slide)}\): reading \d+ patches from level-0 \({x}, {y}\) failed: ValueError: boom",
+    ):
+        run(slide, coords, tmp_path / "f.h5", encoder)  # threads=2: one DataLoader worker process
+    with pytest.raises(ValueError, match=r"tiling: on_error must be one of \('fail', 'exclude'\), not 'skip'"):
+        extract_slides([], encoder, FeatureSettings(), CPU, on_error="skip")

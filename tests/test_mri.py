@@ -128,6 +128,54 @@ def test_empty_mask_nonfinite_and_misregistered_images(patient, tmp_path):
         crop_patient("P", images(patient), "nowhere.nii.gz", SEQ, ROISettings())
 
 
+RECOPY = "re-copy it and compare checksums (sha256sum) with the source"
+
+
+def image_bytes(path):
+    image = nib.load(path)
+    return int(np.prod(image.shape)) * image.get_data_dtype().itemsize
+
+
+def empty(source, path):
+    path.write_bytes(b"")
+    return f"an empty file (0 bytes); {RECOPY}"
+
+
+def cut_gzip(source, path):
+    path.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    return f"truncated: the file ends before the end of its image data ({image_bytes(source):,} bytes); {RECOPY}"
+
+
+def cut_nii(source, path):
+    nib.save(nib.load(source), path)
+    path.write_bytes(path.read_bytes()[:-500])
+    return f"truncated: the file ends before the end of its image data ({image_bytes(source):,} bytes); {RECOPY}"
+
+
+def not_gzipped(source, path):
+    nib.save(nib.load(source), path.with_suffix(""))
+    path.with_suffix("").rename(path)
+    return "not gzip-compressed although its name ends in .gz; rename it to end in .nii"
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [("x.nii.gz", empty), ("x.nii.gz", cut_gzip), ("x.nii", cut_nii), ("x.nii.gz", not_gzipped)],
+)
+def test_empty_or_truncated_image_or_mask_is_named_with_patient_and_sequence(patient, tmp_path, name, damage):
+    """SimpleITK reads a truncated NIfTI without a word: nibabel's full read names it."""
+    bad = tmp_path / name
+    what = damage(patient / "arterial.nii.gz", bad)
+    mask = str(patient / "tumour_mask.nii.gz")
+    with pytest.raises(MRIError) as refused:
+        crop_patient("DL-0001", images(patient) | {"arterial": str(bad)}, mask, SEQ, ROISettings())
+    assert str(refused.value) == f"patient DL-0001: sequence 'arterial' file {bad} is {what}"
+    what = damage(patient / "tumour_mask.nii.gz", bad)
+    with pytest.raises(MRIError) as refused:
+        crop_patient("DL-0001", images(patient), str(bad), SEQ, ROISettings())
+    assert str(refused.value) == f"patient DL-0001: mask file {bad} is {what}"
+
+
 def test_patient_files_gather_into_one_cohort_file(patient, tmp_path):
     settings = roi_settings({"roi_shape": [8, 8, 8], "margin_mm": 5})
     paths = []

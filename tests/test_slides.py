@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import openslide
 import pytest
 import tifffile
 
@@ -56,13 +57,82 @@ def test_dicom_is_named(tmp_path):
         open_slide(path, "D1")
 
 
-def test_corrupt_file(tmp_path):
-    good = tmp_path / "good.svs"
-    write_aperio_svs(good, np.full((600, 700, 3), 230, np.uint8), mpp=0.5, app_mag=20, downsamples=(1, 4))
-    bad = tmp_path / "bad.svs"
-    bad.write_bytes(good.read_bytes()[:2000])
-    with pytest.raises(SlideError, match="slide B1"):
-        open_slide(bad, "B1")
+RECOPY = "re-copy it and compare checksums (sha256sum) with the source"
+
+
+@pytest.fixture(scope="module")
+def svs(tmp_path_factory):
+    """A small two-level SVS, its bytes, where level 0's tile data ends and where level 1's directory starts."""
+    path = tmp_path_factory.mktemp("svs") / "good.svs"
+    write_aperio_svs(path, np.full((600, 700, 3), 230, np.uint8), mpp=0.5, app_mag=20, downsamples=(1, 4))
+    with tifffile.TiffFile(path) as tif:
+        level0 = tif.pages[0]
+        end0 = max(o + n for o, n in zip(level0.dataoffsets, level0.databytecounts, strict=True))
+        second_ifd = tif.pages[1].offset
+    return path.read_bytes(), end0, second_ifd
+
+
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        (b"", f"an empty file (0 bytes); {RECOPY}"),
+        (
+            b"\n<!DOCTYPE html><html><body>Sign in</body></html>",
+            "an HTML page, not a slide: a failed download saved a web (error or login) page instead; download it again",
+        ),
+        (
+            b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 1337\n",
+            "a git-lfs pointer file, not the slide itself; run `git lfs pull` in the repository it comes from, "
+            "or download the file itself",
+        ),
+        (b"404: Not Found", "a text file (it begins '404: Not Found'), not a slide; copy or download the slide itself"),
+    ],
+)
+def test_a_file_that_is_no_slide_is_named_for_what_it_is(tmp_path, content, what):
+    path = tmp_path / "B1.svs"
+    path.write_bytes(content)
+    with pytest.raises(SlideError) as refused:
+        open_slide(path, "B1")
+    assert str(refused.value) == f"slide B1 ({path}): cannot be opened: it is {what}"
+
+
+def test_truncated_slide_says_where_the_file_ends(tmp_path, svs):
+    data, end0, second_ifd = svs
+    cut = tmp_path / "cut.svs"
+    cut.write_bytes(data[:2000])  # inside level 0's tile data
+    with pytest.raises(SlideError) as refused:
+        open_slide(cut, "B1")
+    assert str(refused.value) == (
+        f"slide B1 ({cut}): cannot be opened: it is truncated: the file ends at byte 2,000, before the end of its "
+        f"image data (byte {end0:,}); {RECOPY}"
+    )
+    cut.write_bytes(data[:second_ifd])  # level 0 whole, the next directory gone
+    with pytest.raises(SlideError) as refused:
+        open_slide(cut, "B1")
+    assert str(refused.value) == (
+        f"slide B1 ({cut}): cannot be opened: it is truncated or damaged: its TIFF directory cannot be read in full "
+        f"(tifffile: invalid page offset {second_ifd}); {RECOPY}"
+    )
+
+
+def test_slide_that_opens_but_misses_image_data_is_refused(tmp_path, svs):
+    """Cut inside a last page after the pyramid (a label image): OpenSlide opens the file and reads the pyramid."""
+    cut = tmp_path / "cut.svs"
+    cut.write_bytes(svs[0])
+    with tifffile.TiffWriter(cut, append=True) as tif:
+        tif.write(np.full((64, 64, 3), 90, np.uint8), photometric="rgb", description="label 64x64", metadata=None)
+    size = cut.stat().st_size
+    cut.write_bytes(cut.read_bytes()[:-100])
+    with openslide.OpenSlide(cut) as slide:
+        slide.read_region((0, 0), 0, (700, 600))
+    with pytest.raises(SlideError) as refused:
+        open_slide(cut, "B1")
+    assert str(refused.value) == (
+        f"slide B1 ({cut}): cannot be used: it is truncated: the file ends at byte {size - 100:,}, before the "
+        f"end of its image data (byte {size:,}); {RECOPY}"
+    )
+    table = inventory([{"slide_id": "B1", "path": str(cut)}])
+    assert table.loc[0, "problem"] == str(refused.value)
 
 
 def test_inventory_records_problems_instead_of_failing(tmp_path):

@@ -16,6 +16,7 @@ import yaml
 from safetensors.torch import save_file
 
 from tests.conftest import ROOT
+from workflow.features.checkpoints import read_checkpoint
 from workflow.features.encoders import build_model, encoder_spec, load_encoder
 from workflow.features.manifest import WeightsError, configured_weights_file, resolve_weights_file
 from workflow.features.weights import REPORT_COLUMNS, check_weights, read_report, write_report
@@ -191,7 +192,7 @@ def test_check_weights_rule_writes_the_report(tmp_path):
             "tiny_genomics": {"modalities": ["genomics"], "demo": {"kind": "tcga", "seed": 7, "n_patients": 6}}
         },
         "features": {"weights": "random", "input_size": 64},
-        "training": {"models": ["coxph"], "folds": 2},
+        "training": {"models": ["coxph"], "folds": 2, "n_bins": 2, "bins": "cohort"},
     }
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
@@ -209,3 +210,94 @@ def test_check_weights_rule_writes_the_report(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     report = read_report(tmp_path / target)
     assert (report.encoder, report.status, report.dim) == ("resnet50_trunc", "random", 1024)
+
+
+RECOPY = "re-copy it and compare checksums (sha256sum) with the source"
+
+
+def pickled_model(path):
+    torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), path)
+
+
+def cut_safetensors(path):
+    save_file({"w": torch.zeros(64, 64)}, path)
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def cut_zip(path):
+    torch.save({"w": torch.zeros(64, 64)}, path)
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "what"),
+    [
+        ("model.safetensors", lambda p: p.write_bytes(b""), f"an empty file (0 bytes); {RECOPY}"),
+        (
+            "model.safetensors",
+            lambda p: p.write_text("<!DOCTYPE html>\n<html><title>Access to model MahmoodLab/UNI is restricted"),
+            "an HTML page, not a weights file: a failed download saved a web (error or login) page instead; "
+            "download it again",
+        ),
+        (
+            "pytorch_model.bin",
+            lambda p: p.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:56e8\nsize 1213\n"),
+            "a git-lfs pointer file, not the weights file itself; run `git lfs pull` in the repository it comes "
+            "from, or download the file itself",
+        ),
+        (
+            "model.safetensors",
+            cut_safetensors,
+            "a truncated or damaged safetensors file (safetensors: Error while deserializing header: incomplete "
+            f"metadata, file not fully covered); {RECOPY}",
+        ),
+        (
+            "pytorch_model.bin",
+            cut_zip,
+            f"a truncated zip (torch.save) file: it ends before its central directory; {RECOPY}",
+        ),
+    ],
+)
+def test_a_file_that_is_no_checkpoint_is_named_for_what_it_is(tmp_path, name, write, what):
+    spec = tiny("uni_v1", 32)
+    path = tmp_path / name
+    write(path)
+    with pytest.raises(WeightsError) as refused:
+        check_weights("uni_v1", str(path), spec=spec)
+    assert str(refused.value) == f"encoder 'uni_v1': weights file {path} is {what}. {spec.where_from()}"
+    with pytest.raises(WeightsError) as unread:
+        read_checkpoint(path)
+    assert str(unread.value) == f"weights file {path} is {what}"
+
+
+def pickled_message(path, needs=""):
+    """The refusal of a pickled object, with the conversion command for this very file."""
+    out = path.with_suffix(".safetensors")
+    return (
+        f"weights file {path} is a pickled Python object{needs}, not a state dict of tensors; weights are loaded only "
+        "as tensors, never unpickled. If you trust the file (unpickling runs its code), save its state dict as "
+        'safetensors and give that file as features: weights:, e.g. for a whole saved model: python -c "import '
+        f"torch, safetensors.torch as st; m = torch.load('{path}', weights_only=False); st.save_file({{k: "
+        f"v.contiguous() for k, v in m.state_dict().items()}}, '{out}')\""
+    )
+
+
+def test_a_pickled_model_is_refused_with_the_way_to_a_state_dict_and_without_torchs_advice(tmp_path):
+    path = tmp_path / "uni.pth"
+    pickled_model(path)
+    expected = pickled_message(
+        path, " (it needs the classes torch.nn.modules.container.Sequential, torch.nn.modules.linear.Linear)"
+    )
+    with pytest.raises(WeightsError) as refused:
+        read_checkpoint(path)
+    assert str(refused.value) == expected
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__  # torch's advice stays out
+    spec = tiny("uni_v1", 32)
+    with pytest.raises(WeightsError) as checked:
+        check_weights("uni_v1", str(path), spec=spec)
+    assert str(checked.value) == f"encoder 'uni_v1': {expected}. {spec.where_from()}"
+    legacy = tmp_path / "legacy.pth"  # the pre-zip format: torch's refusal is recognised, its classes not listed
+    torch.save(torch.nn.Linear(2, 2), legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(WeightsError) as old:
+        read_checkpoint(legacy)
+    assert str(old.value) == pickled_message(legacy)

@@ -11,14 +11,17 @@ ROI files are written and read by ``workflow.roi_file``.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+from nibabel.filebasedimages import ImageFileError
 
-from workflow.io import atomic_path
+from workflow.io import RECOPY, atomic_path, not_data
 from workflow.roi_file import PatientROI
 
 NORMALISATIONS = ("zscore", "none", "percentile")
@@ -46,17 +49,53 @@ def roi_settings(cfg: Mapping[str, object]) -> ROISettings:
     return ROISettings(**values)
 
 
+def _not_nifti(path: Path, exc: ImageFileError) -> str:
+    """What a file nibabel cannot open is (a phrase after "is")."""
+    if problem := not_data(path, "NIfTI image"):
+        return problem
+    with open(path, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    if path.name.endswith(".gz") and not gzipped:
+        return "not gzip-compressed although its name ends in .gz; rename it to end in .nii"
+    return f"not a readable NIfTI image, or one cut short (nibabel: {exc}); {RECOPY}"
+
+
+def _unreadable_voxels(path: Path, image: nib.spatialimages.SpatialImage, exc: Exception) -> str:
+    """Why the voxels of an opened NIfTI file cannot be read (a phrase after "is")."""
+    nbytes = int(np.prod(image.shape)) * image.get_data_dtype().itemsize
+    cut = isinstance(exc, EOFError) or (
+        not path.name.endswith(".gz") and path.stat().st_size < image.header.get_data_offset() + nbytes
+    )
+    if cut:
+        return f"truncated: the file ends before the end of its image data ({nbytes:,} bytes); {RECOPY}"
+    return f"damaged: its image data cannot be read ({type(exc).__name__}: {exc}); {RECOPY}"
+
+
+def _stored_voxels(path: str, patient: str, what: str) -> np.ndarray:
+    """Every voxel as stored, read with nibabel: SimpleITK reads a truncated file without a word, and turns NaN into 0."""
+    try:
+        image = nib.load(path)
+    except ImageFileError as exc:
+        raise MRIError(f"patient {patient}: {what} file {path} is {_not_nifti(Path(path), exc)}") from None
+    try:
+        return np.asanyarray(image.dataobj)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise MRIError(
+            f"patient {patient}: {what} file {path} is {_unreadable_voxels(Path(path), image, exc)}"
+        ) from None
+
+
 def _read(path: str, patient: str, what: str) -> sitk.Image:
     if not os.path.isfile(path):
         raise MRIError(f"patient {patient}: {what} file {path} not found")
+    voxels = _stored_voxels(path, patient, what)
     try:
         image = sitk.ReadImage(path)
     except RuntimeError as exc:
         raise MRIError(f"patient {patient}: cannot read {what} {path}: {str(exc).strip().splitlines()[-1]}") from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise MRIError(f"patient {patient}: {what} {path} is not a single-channel 3D volume")
-    # SimpleITK's NIfTI reader turns NaN into 0, so check the voxels as stored, with nibabel.
-    if not np.isfinite(np.asanyarray(nib.load(path).dataobj)).all():
+    if not np.isfinite(voxels).all():
         raise MRIError(f"patient {patient}: {what} {path} has non-finite voxels (NaN or inf); fix or mask them")
     return image
 

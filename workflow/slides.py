@@ -8,13 +8,17 @@ objective power. With none of these the slide is refused with a message saying h
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import openslide
 import tifffile
+
+from workflow.io import RECOPY, not_data
 
 _TIFF_UNIT_UM = {"centimeter": 1e4, "inch": 25400.0}
 
@@ -29,6 +33,58 @@ class Resolution:
 
     mpp: float
     source: str
+
+
+_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
+class _Records(logging.Handler):
+    """Collects the messages tifffile logs (it logs a damaged directory instead of raising)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(re.sub(r"^<[^>]*> ", "", record.getMessage()))  # without the object's repr
+
+
+def _tiff_damage(path: Path, strict: bool) -> str | None:
+    """Why a TIFF-based file is truncated or damaged, found from its directories alone; None if it looks whole.
+
+    Tile data past the end of the file is certain truncation. ``strict`` also counts the errors
+    tifffile meets reading the directories: only for files OpenSlide refused, since some vendors'
+    valid files make tifffile complain too.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        if fh.read(4) not in _TIFF_MAGIC:
+            return None
+    records, logger = _Records(), logging.getLogger("tifffile")
+    logger.addHandler(records)
+    propagate, logger.propagate = logger.propagate, False
+    end = 0
+    try:
+        with tifffile.TiffFile(path) as tif:
+            for page in tif.pages:
+                ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=True) if n]
+                end = max([end, *ends])
+    except (tifffile.TiffFileError, OSError, ValueError) as exc:
+        records.messages.append(str(exc))
+    finally:
+        logger.removeHandler(records)
+        logger.propagate = propagate
+    if end > size:
+        return f"truncated: the file ends at byte {size:,}, before the end of its image data (byte {end:,}); {RECOPY}"
+    if strict and records.messages:
+        return f"truncated or damaged: its TIFF directory cannot be read in full (tifffile: {records.messages[0]}); {RECOPY}"
+    return None
+
+
+def damage(path: str | os.PathLike[str]) -> str | None:
+    """What is wrong with a slide file that reads badly: not a slide at all, or a truncated TIFF."""
+    path = Path(path)
+    return not_data(path, "slide") or _tiff_damage(path, strict=True)
 
 
 def _is_dicom(path: Path) -> bool:
@@ -47,21 +103,34 @@ def _why_unsupported(path: Path) -> str:
     return "OpenSlide does not recognise its format; supported: Aperio SVS, Hamamatsu, Leica, MIRAX, Philips, Sakura, Ventana, tiled TIFF"
 
 
+def _why_unopened(path: Path, exc: openslide.OpenSlideError) -> str:
+    """Why OpenSlide refused a file: what the file really is where that can be told, else OpenSlide's reason."""
+    if problem := damage(path):
+        return f"it is {problem}"
+    if _is_dicom(path):
+        return f"it is a DICOM file, which this OpenSlide build cannot read ({exc}); convert it to a pyramidal TIFF or SVS (e.g. with bfconvert or wsidicomizer's export)"
+    if isinstance(exc, openslide.OpenSlideUnsupportedFormatError):
+        return _why_unsupported(path)
+    return f"unreadable or corrupt ({exc}); re-export or re-scan it, or remove it from slides.tsv"
+
+
 def open_slide(path: str | os.PathLike[str], slide_id: str) -> openslide.OpenSlide:
-    """Open a slide or raise SlideError naming it and saying what to do."""
+    """Open a slide or raise SlideError naming it and saying what to do.
+
+    A TIFF-based slide whose tile data runs past the end of the file is refused here, although
+    OpenSlide opens it, so that a truncated copy is named at inventory and tiling, not hours later.
+    """
     path = Path(path)
     if not path.is_file():
         raise SlideError(f"slide {slide_id}: file {path} not found; fix its path in slides.tsv")
     try:
-        return openslide.OpenSlide(path)
+        slide = openslide.OpenSlide(path)
     except openslide.OpenSlideError as exc:
-        if _is_dicom(path):
-            why = f"it is a DICOM file, which this OpenSlide build cannot read ({exc}); convert it to a pyramidal TIFF or SVS (e.g. with bfconvert or wsidicomizer's export)"
-        elif isinstance(exc, openslide.OpenSlideUnsupportedFormatError):
-            why = _why_unsupported(path)
-        else:
-            why = f"unreadable or corrupt ({exc}); re-export or re-scan it, or remove it from slides.tsv"
-        raise SlideError(f"slide {slide_id} ({path}): cannot be opened: {why}") from None
+        raise SlideError(f"slide {slide_id} ({path}): cannot be opened: {_why_unopened(path, exc)}") from None
+    if problem := _tiff_damage(path, strict=False):
+        slide.close()
+        raise SlideError(f"slide {slide_id} ({path}): cannot be used: it is {problem}")
+    return slide
 
 
 def _positive(value: Any) -> float | None:

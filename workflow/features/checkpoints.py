@@ -2,7 +2,9 @@
 
 Files load with safetensors or ``torch.load(weights_only=True)`` (timm's ``load_state_dict``,
 which also unwraps ``state_dict`` / ``model`` nesting and a ``module.`` prefix): nothing is ever
-unpickled. A conversion maps a published key layout onto the module the manifest builds; the
+unpickled. A file that is no checkpoint is named for what it is (empty, a web page, a git-lfs
+pointer, a truncated safetensors or zip file, a pickled object) with the way to a usable one;
+torch's own advice to load with ``weights_only=False`` is never passed on. A conversion maps a published key layout onto the module the manifest builds; the
 result must then fit that module strictly.
 
 - ``dinov2_hf``: a Hugging Face transformers ``Dinov2Model`` (Phikon-v2) -> timm
@@ -19,25 +21,91 @@ result must then fit that module strictly.
 from __future__ import annotations
 
 import math
+import pickle
 import re
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from timm.models import load_state_dict
 from torch import nn
+from torch.serialization import get_unsafe_globals_in_checkpoint
 
 from workflow.features.manifest import WeightsError
+from workflow.io import RECOPY, not_data
 
 StateDict = dict[str, torch.Tensor]
 
 
+def _pickled(path: Path, classes: list[str]) -> str:
+    """A pickled object, and how to turn it into a state dict of tensors (a phrase after "is")."""
+    needs = f" (it needs the classes {', '.join(classes[:4])})" if classes else ""
+    out = path.with_suffix(".safetensors")
+    return (
+        f"a pickled Python object{needs}, not a state dict of tensors; weights are loaded only as tensors, never "
+        "unpickled. If you trust the file (unpickling runs its code), save its state dict as safetensors and give "
+        'that file as features: weights:, e.g. for a whole saved model: python -c "import torch, safetensors.torch '
+        f"as st; m = torch.load('{path}', weights_only=False); st.save_file({{k: v.contiguous() for k, v in "
+        f"m.state_dict().items()}}, '{out}')\""
+    )
+
+
+def weights_file_problem(path: str | Path) -> str | None:
+    """What a weights file is when it cannot be a checkpoint, told without loading its tensors; else None.
+
+    Empty files, web pages and git-lfs pointers are what failed downloads leave; a safetensors or
+    zip (torch.save) file cut short fails in its header or central directory; a pickled model
+    fails only when unpickled, so its pickle is scanned for classes first. The phrase follows "is".
+    """
+    path = Path(path)
+    if problem := not_data(path, "weights file"):
+        return problem
+    with open(path, "rb") as fh:
+        is_zip = fh.read(4) == b"PK\x03\x04"
+    if is_zip:
+        return _zip_problem(path)
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt"):
+                return None
+        except SafetensorError as exc:
+            return f"a truncated or damaged safetensors file (safetensors: {exc}); {RECOPY}"
+    return None
+
+
+def _zip_problem(path: Path) -> str | None:
+    """A torch.save (zip) file cut short, or one whose pickle holds classes, not only tensors."""
+    if not zipfile.is_zipfile(path):
+        return f"a truncated zip (torch.save) file: it ends before its central directory; {RECOPY}"
+    classes = sorted(get_unsafe_globals_in_checkpoint(path))
+    return _pickled(path, classes) if classes else None
+
+
+def _refused_unpickling(exc: BaseException) -> bool:
+    """Whether torch's weights-only unpickler refused the file (classes in it), in any cause of ``exc``."""
+    while exc is not None:
+        if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def read_checkpoint(path: str | Path) -> StateDict:
     """The state dict in a .safetensors / .pth / .bin file, without unpickling arbitrary objects."""
+    path = Path(path)
     try:
         state = load_state_dict(str(path), weights_only=True)
     except Exception as exc:  # safetensors, zipfile and the weights-only unpickler raise many types
+        problem = weights_file_problem(path)
+        if problem is None and _refused_unpickling(exc):
+            problem = _pickled(path, [])
+        elif problem is None and isinstance(exc, EOFError):
+            problem = f"truncated: the file ends before its pickled data does; {RECOPY}"
+        if problem is not None:
+            raise WeightsError(f"weights file {path} is {problem}") from None  # torch's advice stays out
         raise WeightsError(
             f"{path} is not a readable state dict ({type(exc).__name__}: {str(exc)[:300]}); only safetensors "
             "files and plain tensor checkpoints (torch.load weights_only=True) are accepted"

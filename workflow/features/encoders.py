@@ -288,7 +288,10 @@ def load_checkpoint_into(spec: EncoderSpec, path: Path, target: nn.Module) -> No
     ``target`` may live on the meta device: its tensors are then replaced by the checkpoint's
     (cast to the model's dtypes, so a half-precision file still gives an fp32 model).
     """
-    state = read_checkpoint(path)
+    try:
+        state = read_checkpoint(path)
+    except WeightsError as exc:
+        raise WeightsError(f"encoder {spec.name!r}: {exc}") from None
     conversion = spec.source.key_conversion if spec.source is not None else None
     try:
         state = convert(state, conversion, target)

@@ -11,6 +11,11 @@ without AMX). The output carries the encoder, the weights' source and checksum, 
 preprocessing, and the tiling attributes, so features are never mistaken for other ones.
 Coordinates from ``clam_compatible`` tiling or from CLAM itself are read as CLAM reads them:
 patch by patch wherever block reads would not give the same pixels.
+
+A slide with more unreadable patches than ``max_failed_fraction`` (corrupt tiles, a file
+truncated after tiling) stops the job (``on_error="fail"``) or is written as excluded, as a slide
+excluded at tiling is, and the job goes on (``"exclude"``). ``on_error`` is ``tiling: on_error``:
+it decides what a failure does, not what features are, so it is no part of the provenance key.
 """
 
 from __future__ import annotations
@@ -31,10 +36,13 @@ from tqdm import tqdm
 from workflow.features import features_file as ff
 from workflow.features.encoders import LoadedEncoder
 from workflow.features.reading import PatchBlocks, plan_blocks
+from workflow.io import RECOPY
+from workflow.slides import damage
 from workflow.tiling.coords import EXCLUDED, read_coords
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": np.float32, "float16": np.float16}
+ON_ERROR = ("fail", "exclude")  # tiling: on_error
 
 
 class FeatureError(RuntimeError):
@@ -134,7 +142,7 @@ def finished(task: SlideTask, key: str) -> dict[str, Any] | None:
 class SlidesBlocks(Dataset):
     """The blocks of several slides in one stream, so one reader pool serves a whole job.
 
-    Items are (slide number, patch indices, pixels, read mask), slide by slide in order, so the
+    Items are (slide number, patch indices, pixels, read mask, first failure), slide by slide in order, so the
     consumer sees each slide's blocks contiguously and can write it as soon as its last block ends.
     """
 
@@ -145,7 +153,7 @@ class SlidesBlocks(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, str]:
         k, j = self.items[i]
         return (k, *self.slides[k][j])
 
@@ -164,9 +172,11 @@ class _SlideEncoding:
         self.pending_index: list[torch.Tensor] = []
         self.pending_pixels: list[torch.Tensor] = []
         self.buffered = 0
+        self.first_failure = ""
 
-    def add(self, index: torch.Tensor, pixels: torch.Tensor, ok: torch.Tensor) -> None:
+    def add(self, index: torch.Tensor, pixels: torch.Tensor, ok: torch.Tensor, failure: str) -> None:
         self.blocks_left -= 1
+        self.first_failure = self.first_failure or failure
         if ok.any():
             self.pending_index.append(index[ok])
             self.pending_pixels.append(pixels)
@@ -184,25 +194,51 @@ class _SlideEncoding:
         return len(batch)
 
 
-def _write_excluded(task: SlideTask, tiles: Any, attrs: dict[str, Any], dim: int, dtype: str) -> dict[str, Any]:
-    log.warning("slide %s was excluded at tiling (%s): writing an empty features file", task.slide_id, tiles.reason)
-    attrs |= {ff.STATUS: EXCLUDED, ff.REASON: tiles.reason, ff.N_PATCHES: 0, ff.N_FAILED: 0}
+def _write_excluded(
+    task: SlideTask, tiles: Any, attrs: dict[str, Any], dim: int, dtype: str, reason: str, n_failed: int = 0
+) -> dict[str, Any]:
+    """An empty features file marked excluded, with the reason: later stages skip the slide."""
+    attrs |= {ff.STATUS: EXCLUDED, ff.REASON: reason, ff.N_PATCHES: 0, ff.N_FAILED: n_failed}
     ff.write_features(task.out_path, np.empty((0, dim), DTYPES[dtype]), tiles.xy[:0], tiles.attrs, attrs)
     return attrs
 
 
-def _finish(slide: _SlideEncoding, settings: FeatureSettings, seconds: float, device: torch.device) -> dict[str, Any]:
-    """Check the failure budget and write the slide's features file."""
+def _unreadable(slide: _SlideEncoding, n_failed: int) -> str:
+    """Which slide and file, how many patches failed, the first one's coordinate and error, and what the file is."""
+    task = slide.task
+    what = damage(task.slide_path)
+    return (
+        f"slide {task.slide_id}: {n_failed} of {len(slide.tiles.xy)} patches could not be read from {task.slide_path}"
+        + (f"; the first at {slide.first_failure}" if slide.first_failure else "")
+        + (f"; the file is {what}" if what else "")
+    )
+
+
+def _finish(
+    slide: _SlideEncoding, settings: FeatureSettings, seconds: float, device: torch.device, on_error: str
+) -> dict[str, Any]:
+    """Check the failure budget and write the slide's features file (or, over budget, exclude it or stop)."""
     task, coords, done = slide.task, slide.tiles.xy, slide.done
     failed = ~done
     if failed.sum() > settings.max_failed_fraction * len(coords):
-        raise FeatureError(
-            f"slide {task.slide_id}: {int(failed.sum())} of {len(coords)} patches could not be read (corrupt tiles?), "
-            f"more than features: max_failed_fraction = {settings.max_failed_fraction}; re-export the slide, or "
-            "raise the limit to keep it"
+        reason = _unreadable(slide, int(failed.sum()))
+        if on_error == "fail":
+            raise FeatureError(
+                f"{reason}. That is more than features: max_failed_fraction = {settings.max_failed_fraction}: the "
+                f"slide file is damaged; {RECOPY} (or re-export or re-scan it). To go on without this slide set "
+                "tiling: on_error: exclude; to keep its readable patches raise features: max_failed_fraction"
+            )
+        log.warning("slide %s excluded: %s", task.slide_id, reason)
+        return _write_excluded(
+            task, slide.tiles, slide.attrs, slide.features.shape[1], settings.dtype, reason, int(failed.sum())
         )
     if failed.any():
-        log.warning("slide %s: dropped %d unreadable patches", task.slide_id, int(failed.sum()))
+        log.warning(
+            "slide %s: dropped %d unreadable patches, the first at %s",
+            task.slide_id,
+            int(failed.sum()),
+            slide.first_failure,
+        )
     attrs = slide.attrs | {
         ff.STATUS: "ok",
         ff.REASON: "",
@@ -238,13 +274,18 @@ def extract_slides(
     settings: FeatureSettings,
     device: torch.device,
     threads: int = 1,
+    on_error: str = "fail",
 ) -> list[SlideResult]:
     """Encode every patch of each slide and write one features file per slide; return their attributes.
 
     A slide whose file already holds features made from the same inputs (``provenance``) is kept as
     it is, so a job killed half-way redoes only the slides it had not finished. One DataLoader reads
-    the blocks of all remaining slides, so its workers never idle at a slide boundary.
+    the blocks of all remaining slides, so its workers never idle at a slide boundary. ``on_error``
+    (``tiling: on_error``) says whether a slide with too many unreadable patches stops the job or
+    is written as excluded.
     """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"tiling: on_error must be one of {ON_ERROR}, not {on_error!r}")
     spec = encoder.spec
     results: dict[int, SlideResult] = {}
     streams: list[PatchBlocks] = []
@@ -273,7 +314,11 @@ def extract_slides(
             **{f"setting_{k}": v for k, v in asdict(settings).items()},
         }
         if tiles.geometry is None:
-            results[k] = SlideResult(_write_excluded(task, tiles, attrs, encoder.dim, settings.dtype), reused=False)
+            log.warning(
+                "slide %s was excluded at tiling (%s): writing an empty features file", task.slide_id, tiles.reason
+            )
+            excluded = _write_excluded(task, tiles, attrs, encoder.dim, settings.dtype, tiles.reason)
+            results[k] = SlideResult(excluded, reused=False)
             continue
         geometry = tiles.geometry
         block = settings.block
@@ -286,7 +331,11 @@ def extract_slides(
                 geometry.read_level,
             )
         blocks = plan_blocks(tiles.xy, geometry.size_level0, block)
-        streams.append(PatchBlocks(task.slide_path, tiles.xy, geometry, blocks, spec.input_size, spec.mean, spec.std))
+        streams.append(
+            PatchBlocks(
+                task.slide_path, tiles.xy, geometry, blocks, spec.input_size, spec.mean, spec.std, task.slide_id
+            )
+        )
         encodings.append(_SlideEncoding(k, task, tiles, attrs, encoder.dim, len(blocks)))
 
     if encodings:
@@ -298,17 +347,19 @@ def extract_slides(
         ready = [e for e in encodings if e.blocks_left == 0]  # slides with no patches at all
         start = time.perf_counter()
         for slide in ready:
-            results[slide.number] = SlideResult(_finish(slide, settings, 0.0, device), reused=False)
-        for k, index, pixels, ok in _loader(SlidesBlocks(streams), device, threads):
+            results[slide.number] = SlideResult(_finish(slide, settings, 0.0, device, on_error), reused=False)
+        for k, index, pixels, ok, failure in _loader(SlidesBlocks(streams), device, threads):
             slide = encodings[k]
-            slide.add(index, pixels, ok)
+            slide.add(index, pixels, ok, failure)
             while slide.buffered >= settings.batch_size:
                 progress.update(slide.flush(settings.batch_size, model, device))
             if slide.blocks_left == 0:
                 if slide.buffered:
                     progress.update(slide.flush(slide.buffered, model, device))
                 now = time.perf_counter()
-                results[slide.number] = SlideResult(_finish(slide, settings, now - start, device), reused=False)
+                results[slide.number] = SlideResult(
+                    _finish(slide, settings, now - start, device, on_error), reused=False
+                )
                 start = now
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)

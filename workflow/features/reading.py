@@ -7,7 +7,8 @@ At level 0 (and levels with an integer downsample) both give identical pixels; e
 OpenSlide interpolates each read at its fractional level position, so they differ slightly.
 Each DataLoader worker opens its own OpenSlide handle. A region that fails to read (a corrupt
 JPEG tile) is retried patch by patch on a fresh handle, since OpenSlide refuses every call on a
-handle once it has failed; patches that still fail are reported and dropped.
+handle once it has failed; patches that still fail are dropped, and the first one's coordinate and
+OpenSlide's error travel back with the block, since a worker's log is no place to look for them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import openslide
@@ -25,6 +27,13 @@ from torch.utils.data import Dataset
 from workflow.tiling.coords import PatchGeometry
 
 log = logging.getLogger(__name__)
+
+
+class PatchReadError(RuntimeError):
+    """A block that failed to read in an unforeseen way, naming the slide, its file and the patches.
+
+    Raised in a DataLoader worker; the loader re-raises it in the main process with this message.
+    """
 
 
 def plan_blocks(coords: np.ndarray, size0: int, block: int) -> list[np.ndarray]:
@@ -77,8 +86,12 @@ class SlideReader:
         region = self.slide.read_region((int(x), int(y)), self.geometry.read_level, (width, height))
         return np.asarray(region)[..., :3]
 
-    def read_block(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Patches (K, S, S, 3) of the block and a mask of those read; one region read if possible."""
+    def read_block(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+        """Patches (K, S, S, 3) of the block, a mask of those read, and the first failure ("" if none).
+
+        One region read if possible; else patch by patch, a failure described as
+        "level-0 (x, y): <OpenSlide's error>".
+        """
         size, ds = self.geometry.read_size, self.geometry.downsample[0]
         x0, y0 = coords.min(axis=0)
         offsets = np.round((coords - [x0, y0]) / ds).astype(int)
@@ -88,29 +101,24 @@ class SlideReader:
             region = self.read(x0, y0, int(extent[0]), int(extent[1]))
             for k, (ox, oy) in enumerate(offsets):
                 patches[k] = region[oy : oy + size, ox : ox + size]
-            return patches, np.ones(len(coords), bool)
+            return patches, np.ones(len(coords), bool), ""
         except openslide.OpenSlideError:
             self._reopen()
         ok = np.ones(len(coords), bool)
+        failures = []
         for k, (x, y) in enumerate(coords):
             try:
                 patches[k] = self.read(x, y, size, size)
             except openslide.OpenSlideError as exc:
-                log.warning(
-                    "unreadable region at level-0 (%d, %d), level %d, %d px: %s",
-                    x,
-                    y,
-                    self.geometry.read_level,
-                    size,
-                    exc,
-                )
+                failures.append(f"level-0 ({x}, {y}): {exc}")
+                log.warning("%s: unreadable patch at %s", self.path, failures[-1])
                 ok[k] = False
                 self._reopen()
-        return patches, ok
+        return patches, ok, failures[0] if failures else ""
 
 
 class PatchBlocks(Dataset):
-    """One item per block: (indices into coords, preprocessed patches, mask of patches read)."""
+    """One item per block: (indices into coords, preprocessed patches, mask of patches read, first failure)."""
 
     def __init__(
         self,
@@ -121,8 +129,10 @@ class PatchBlocks(Dataset):
         input_size: int,
         mean: tuple[float, ...],
         std: tuple[float, ...],
+        slide_id: str | None = None,
     ) -> None:
         self.reader = SlideReader(path, geometry)
+        self.slide_id = slide_id or Path(path).stem
         self.coords = coords
         self.blocks = blocks
         self.input_size, self.mean, self.std = input_size, mean, std
@@ -130,10 +140,21 @@ class PatchBlocks(Dataset):
     def __len__(self) -> int:
         return len(self.blocks)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _read(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+        try:
+            return self.reader.read_block(coords)
+        except Exception as exc:  # the worker's traceback alone would not say which slide and patches
+            x, y = coords.min(axis=0)
+            raise PatchReadError(
+                f"slide {self.slide_id} ({self.reader.path}): reading {len(coords)} patches from level-0 ({x}, {y}) "
+                f"failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
         index = self.blocks[i]
-        patches, ok = self.reader.read_block(self.coords[index])
+        patches, ok, failure = self._read(self.coords[index])
         if not ok.any():
-            return torch.from_numpy(index), torch.empty(0, 3, self.input_size, self.input_size), torch.from_numpy(ok)
-        pixels = preprocess(torch.from_numpy(patches[ok]), self.input_size, self.mean, self.std)
-        return torch.from_numpy(index), pixels, torch.from_numpy(ok)
+            pixels = torch.empty(0, 3, self.input_size, self.input_size)
+        else:
+            pixels = preprocess(torch.from_numpy(patches[ok]), self.input_size, self.mean, self.std)
+        return torch.from_numpy(index), pixels, torch.from_numpy(ok), failure

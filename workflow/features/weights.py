@@ -3,7 +3,9 @@
 For a local file (or a folder holding it, see :mod:`workflow.features.manifest`) the check
 
 1. finds the file: the path itself, or the manifest's file name in the folder;
-2. hashes the file's bytes (streamed) and compares them with the pin: ``features: sha256:`` when
+2. names a file that is no checkpoint for what it is (empty, a web page, a git-lfs pointer, cut
+   short, a pickled model; :func:`~workflow.features.checkpoints.weights_file_problem`), then
+   hashes the file's bytes (streamed) and compares them with the pin: ``features: sha256:`` when
    set, else the manifest's ``sha256``. No pin at all (a manifest entry whose published hash is
    not recorded, or a timm model outside the manifest) refuses the file and prints its sha256,
    so the user pins it after comparing it with the source's;
@@ -27,6 +29,7 @@ from typing import NamedTuple
 
 import timm
 
+from workflow.features.checkpoints import weights_file_problem
 from workflow.features.encoders import EncoderSpec, LoadedEncoder, encoder_spec, load_encoder
 from workflow.features.manifest import MANIFEST_PATH, WeightsError, file_sha256, resolve_weights_file
 from workflow.io import atomic_path
@@ -64,7 +67,13 @@ def _pin(spec: EncoderSpec, config_sha256: str | None) -> tuple[str | None, str]
 
 
 def _verify_file(spec: EncoderSpec, path: Path, config_sha256: str | None) -> tuple[str, str]:
-    """(sha256, status) of ``path`` against its pin, or a WeightsError."""
+    """(sha256, status) of ``path`` against its pin, or a WeightsError.
+
+    A file that is no checkpoint at all (empty, a web page, a pickled model...) is named for what it
+    is first: a checksum mismatch or a request to pin it would only hide that.
+    """
+    if problem := weights_file_problem(path):
+        raise WeightsError(f"encoder {spec.name!r}: weights file {path} is {problem}. {spec.where_from()}")
     log.info("hashing %s (%.2f GB)", path, path.stat().st_size / 1e9)
     actual = file_sha256(path)
     expected, pinned_by = _pin(spec, config_sha256)
