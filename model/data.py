@@ -6,9 +6,10 @@ disk (the reference reloads every bag at every step). Per fold, fit on that fold
 patients only (``fold_patients``): genomic families are standardised per column, and with
 ``wsi_standardise`` patch features per dimension over every training patch (``Standardizer``).
 Each file is read through its format's owner: ``workflow.genomics`` (pathways.h5) and
-``workflow.roi_file`` (roi.h5). A model that reads slides leaves out a patient whose every slide
-was excluded (``tiling: on_error: exclude``, at tiling or at feature extraction) and records why
-(``CohortData.excluded``); models that read no slides keep that patient.
+``workflow.roi_file`` (roi.h5). A model leaves out a patient whose every slide was excluded
+(``tiling: on_error: exclude``, at tiling or at feature extraction) if it reads slides, or whose
+MRI was excluded (``mri_roi: on_error: exclude``) if it reads MRI, and records why
+(``CohortData.excluded``); models that do not read that modality keep the patient.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 
 from workflow.features import features_file as ff
 from workflow.genomics import read_pathways
-from workflow.roi_file import read_rois, read_sequences
+from workflow.roi_file import read_excluded_rois, read_rois, read_sequences
 from workflow.tiling.coords import EXCLUDED
 
 
@@ -181,7 +182,7 @@ def load_cohort_data(
 ) -> CohortData:
     """Everything a fold needs from the modalities given. ``outcomes`` is indexed by patient_id.
 
-    With slides, patients whose every slide was excluded leave ``outcomes`` for ``excluded``.
+    Patients without usable inputs (every slide, or the MRI, excluded) leave ``outcomes`` for ``excluded``.
     """
     patients = list(outcomes.index)
     if not (slides or genomics or mri):
@@ -192,8 +193,14 @@ def load_cohort_data(
         if no_slides:
             raise DataError(f"patient(s) {no_slides[:5]} have no slide features; add their slides to slides.tsv")
         data.bags, data.patches, data.excluded = read_bags({p: slides[p] for p in patients})
-        patients = [p for p in patients if p not in data.excluded]
-        data.outcomes = outcomes.loc[patients]
+    if mri:
+        for patient, reason in read_excluded_rois(mri).items():
+            data.excluded[patient] = "; ".join(filter(None, [data.excluded.get(patient), f"MRI excluded: {reason}"]))
+    patients = [p for p in patients if p not in data.excluded]
+    data.outcomes = outcomes.loc[patients]
+    for patient in data.excluded:
+        data.bags.pop(patient, None)
+        data.patches.pop(patient, None)
     if genomics:
         data.families = read_families(genomics, patients)
     if mri:

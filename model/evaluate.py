@@ -216,7 +216,7 @@ def metric_table(
 ) -> pd.DataFrame:
     """One row per (protocol, fold) and a pooled row per protocol, every metric with its reasons.
 
-    ``left_out``: per fold, the held-out patients the model left out (no usable slide); the
+    ``left_out``: per fold, the held-out patients the model left out (no usable slide or MRI); the
     ``n_excluded`` column counts them, and ``excluded`` names them.
     """
     rows = []
@@ -275,7 +275,8 @@ def compare_models(oof: Mapping[str, pd.DataFrame], reference: str, n_boot: int,
     """Pooled out-of-fold Harrell's C with a percentile bootstrap 95% CI, and the paired difference to the reference.
 
     Models are compared on the patients every one of them holds out: a model that reads slides
-    leaves out patients without a usable slide (``tiling: on_error: exclude``), and the others'
+    leaves out patients without a usable slide (``tiling: on_error: exclude``), one that reads MRI
+    those without a usable MRI (``mri_roi: on_error: exclude``), and the others'
     rows say how many of theirs the comparison leaves out. One set of ``n_boot`` resamples of
     patients (seeded) serves every model, so each difference is paired: the same resampled patients
     under both models.
@@ -419,8 +420,8 @@ def markdown_table(summary: pd.DataFrame, descriptions: Mapping[str, str]) -> st
             if any("n/a" in line for line in lines[-len(rows) - 1 :]):
                 lines += ["n/a: not computable; the reasons are in table.tsv, column `reason`.", ""]
             lines += [
-                f"{descriptions.get(row['model'], row['model'])}: {row['n_excluded']} patient(s) without a usable "
-                f"slide left out ({row['excluded']}); the models that read no slides keep them.\n"
+                f"{descriptions.get(row['model'], row['model'])}: {row['n_excluded']} patient(s) left out, "
+                f"their slides or MRI excluded ({row['excluded']}); models that do not read those keep them.\n"
                 for row in rows.to_dict("records")
                 if row.get("n_excluded", 0) > 0
             ]

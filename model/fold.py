@@ -97,7 +97,7 @@ def train_model(
 
     ``data`` holds the modalities the model uses (``model.registry.uses``) and nothing else;
     ``training`` is the config's, before the variant's overrides. Patients the data leaves out
-    (``data.excluded``: no usable slide) leave both parts of the fold; the description lists them.
+    (``data.excluded``: no usable slide or MRI) leave both parts of the fold; the description lists them.
     """
     model_name = variant.model
     training = variant.training_config(training).resolved()
@@ -110,7 +110,7 @@ def train_model(
     try:
         edges = time_bin_edges(source["survival_months"].to_numpy(), source["censorship"].to_numpy(), training.n_bins)
     except ValueError as err:
-        without = f" after leaving out {len(left_out)} patient(s) without a usable slide ({', '.join(left_out)})"
+        without = f" after leaving out {len(left_out)} patient(s) without usable inputs ({', '.join(left_out)})"
         raise DataError(
             f"fold {fold}: {err}{without if left_out else ''}; set training: n_bins: lower or add patients with events"
         ) from None

@@ -160,7 +160,7 @@ def read_bin_edges(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def read_excluded_held_out(path: str | os.PathLike[str]) -> list[str]:
-    """The fold's held-out patients the model left out (no usable slide), from its fold.json."""
+    """The fold's held-out patients the model left out (no usable slide or MRI), from its fold.json."""
     return list(json.loads(Path(path).read_text()).get("excluded_held_out", []))
 
 

@@ -235,7 +235,7 @@ def get_slide_sheet(wildcards):
 
 
 # Job parameters hold only the settings that change a job's result: Snakemake reruns a job whose
-# parameters change, so that what to do with a bad slide (tiling.on_error), how many slides a job
+# parameters change, so that what to do with a bad slide or MRI (on_error), how many slides a job
 # encodes or which models a cohort trains never recompute finished results.
 def get_tiling_settings():
     """The tiling: settings that decide a slide's patches (on_error decides only what a failure does)."""
@@ -246,6 +246,11 @@ def get_feature_settings():
     """The features: settings that decide a slide's features (not batching, export or import)."""
     skip = {"slides_per_job", "write_clam_pt", "import_clam"}
     return {k: v for k, v in config["features"].items() if k not in skip}
+
+
+def get_mri_roi_settings():
+    """The mri_roi: settings that decide a crop (on_error decides only what a failure does)."""
+    return {k: v for k, v in config["mri_roi"].items() if k != "on_error"}
 
 
 def get_training_settings():

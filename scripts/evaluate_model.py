@@ -42,7 +42,7 @@ edges = [read_bin_edges(p) for p in snakemake.input.meta]
 left_out = [read_excluded_held_out(p) for p in snakemake.input.meta]
 for fold, patients in enumerate(left_out):
     if patients:
-        log.warning("fold %d: held-out patient(s) %s left out: no usable slide", fold, ", ".join(patients))
+        log.warning("fold %d: held-out patient(s) %s left out: no usable slide or MRI", fold, ", ".join(patients))
 
 cindex = fold_cindex({"honest": honest, "best_epoch": best_epoch})
 write_tsv(cindex.assign(cohort=cohort, model=model), snakemake.output.cindex)

@@ -264,7 +264,7 @@ def test_markdown_table_panel():
     fewer = summarise(metrics.assign(cohort="tcga", model="deref"))
     assert fewer["n_excluded"].tolist() == [3]
     text = markdown_table(panel(fewer, comparison[comparison["cohort"] == "tcga"]), {"deref": "DeReF"})
-    assert "DeReF: 3 patient(s) without a usable slide left out (P7, P8, P9)" in text
+    assert "DeReF: 3 patient(s) left out, their slides or MRI excluded (P7, P8, P9)" in text
 
 
 def test_median_split_separates_a_planted_signal(tmp_path):

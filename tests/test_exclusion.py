@@ -90,8 +90,11 @@ def test_excluded_patient_leaves_slide_models_only_and_switching_on_error_reruns
     honest = table[table["protocol"] == "honest"].set_index("model")
     assert honest.loc["abmil", "n_excluded"] == 1 and honest.loc["snn", "n_excluded"] == 0
     markdown = (tmp_path / "results" / "evaluation" / "table.md").read_text()
-    assert "1 patient(s) without a usable slide left out (P6)" in markdown
-    assert "P6 left out: no usable slide" in (tmp_path / "logs" / "evaluate_model" / "mine" / "abmil.log").read_text()
+    assert "1 patient(s) left out, their slides or MRI excluded (P6)" in markdown
+    assert (
+        "P6 left out: no usable slide or MRI"
+        in (tmp_path / "logs" / "evaluate_model" / "mine" / "abmil.log").read_text()
+    )
 
     # what a failure does is not a result, nor is the list of models other cohorts train: switching
     # on_error, or adding a model to training.models, recomputes nothing
@@ -101,3 +104,78 @@ def test_excluded_patient_leaves_slide_models_only_and_switching_on_error_reruns
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     done = run([*SNAKEMAKE, "-n", "--directory", str(tmp_path)], tmp_path)
     assert "Nothing to be done" in done.stdout + done.stderr, done.stdout[-3000:]
+
+
+@pytest.mark.integration
+def test_an_mri_that_cannot_be_cropped_leaves_the_mri_models_only(tmp_path):
+    """mri_roi: on_error: exclude: P3's tumour mask is empty; coxph (slides + MRI) leaves P3 out, abmil keeps P3."""
+    import nibabel as nib
+
+    from workflow.demo import mri, tissue
+    from workflow.demo.design import LIVER_SEQUENCES, item_rng
+
+    slides, scans = [], []
+    for i in range(1, 7):
+        rng = item_rng(12, i)
+        layout = tissue.random_layout(rng)
+        tissue.write_slide(tmp_path / f"S{i}.svs", layout, tissue.appearance(layout, 0.5 * i - 1.5, rng), 0.5, 20)
+        slides.append({"slide_id": f"S{i}", "patient_id": f"P{i}", "path": f"S{i}.svs"})
+        folder = tmp_path / "mri" / f"P{i}"
+        folder.mkdir(parents=True)
+        mri.write_patient(0.5 * i - 1.5, rng, folder)
+        scans += [
+            {
+                "patient_id": f"P{i}",
+                "sequence": s,
+                "image": f"mri/P{i}/{s}.nii.gz",
+                "mask": f"mri/P{i}/tumour_mask.nii.gz",
+            }
+            for s in LIVER_SEQUENCES
+        ]
+    mask = nib.load(tmp_path / "mri" / "P3" / "tumour_mask.nii.gz")
+    nib.save(
+        nib.Nifti1Image(np.zeros(mask.shape, np.uint8), mask.affine), tmp_path / "mri" / "P3" / "tumour_mask.nii.gz"
+    )
+    pd.DataFrame(slides).to_csv(tmp_path / "slides.tsv", sep="\t", index=False)
+    pd.DataFrame(scans).to_csv(tmp_path / "mri.tsv", sep="\t", index=False)
+    pd.DataFrame({"patient_id": [f"P{i}" for i in range(1, 7)], "survival_months": [5.0, 9, 14, 20, 31, 12]}).assign(
+        censorship=[0, 0, 1, 0, 0, 0]
+    ).to_csv(tmp_path / "patients.tsv", sep="\t", index=False)
+    cohort = {
+        "modalities": ["wsi", "mri"],
+        "patients": "patients.tsv",
+        "slides": "slides.tsv",
+        "mri": {"sheet": "mri.tsv", "sequences": list(LIVER_SEQUENCES)},
+        "models": ["abmil", "coxph"],
+    }
+    config = {
+        "cohorts": {"liver": cohort},
+        "mri_roi": {"roi_shape": [8, 16, 16], "on_error": "exclude"},
+        "features": {"weights": "random", "input_size": 112},
+        "training": {"folds": 2, "epochs": 1, "n_bins": 2, "bins": "cohort", "selection": "last", "threads": 1},
+    }
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    run([*SNAKEMAKE, "--cores", "2", "--directory", str(tmp_path)], tmp_path)
+    results = tmp_path / "results" / "liver"
+    assert (
+        "patient P3 excluded: patient P3: tumour mask" in (tmp_path / "logs" / "gather_mri" / "liver.log").read_text()
+    )
+    held = {
+        model: sorted(
+            p
+            for fold in (0, 1)
+            for p in pd.read_csv(results / "models" / model / f"fold_{fold}" / "predictions.tsv", sep="\t")[
+                "patient_id"
+            ]
+        )
+        for model in ("abmil", "coxph")
+    }
+    assert held["abmil"] == ["P1", "P2", "P3", "P4", "P5", "P6"] and held["coxph"] == ["P1", "P2", "P4", "P5", "P6"]
+    metrics = pd.read_csv(results / "evaluation" / "coxph" / "metrics.tsv", sep="\t")
+    assert metrics.loc[metrics["fold"] == "pooled", "excluded"].eq("P3").all()
+
+    config["mri_roi"]["on_error"] = "fail"  # not a job parameter: nothing recomputes
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    done = run([*SNAKEMAKE, "-n", "--directory", str(tmp_path)], tmp_path)
+    assert "Nothing to be done" in done.stdout + done.stderr

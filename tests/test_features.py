@@ -358,6 +358,8 @@ def test_clam_pt_export_and_import(slide40, encoder, tmp_path):
     features, xy, _ = read_features(tmp_path / "f.h5")
     pt = torch.load(tmp_path / "s.pt", weights_only=True)
     assert pt.dtype == torch.float32 and np.array_equal(pt.numpy(), features)
+    write_clam_pt(tmp_path / "f.h5", tmp_path / "again.pt")  # the same bytes: no temporary name inside
+    assert (tmp_path / "again.pt").read_bytes() == (tmp_path / "s.pt").read_bytes()
     import_clam("s", tmp_path / "s.pt", coords, tmp_path / "from_pt.h5", "resnet50_trunc")
     imported, imported_xy, attrs = read_features(tmp_path / "from_pt.h5")
     assert (

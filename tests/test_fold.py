@@ -33,6 +33,7 @@ from model.train import TrainSettings, predict, train_network
 from model.variants import plain
 from tests.conftest import ROOT
 from workflow.genomics import Family, write_pathways
+from workflow.roi_file import PatientROI, gather_rois, write_excluded_roi, write_patient_roi
 
 SIZES = [3, 4, 2, 5, 3, 4]
 TRAINING = TrainingConfig(epochs=2, inner_fraction=0.25, device="cpu", selection="last")
@@ -160,8 +161,33 @@ def test_patients_without_a_usable_slide_leave_slide_models_only(tmp_path):
     assert "P3" in set(result.predictions["patient_id"]) and meta["excluded_patients"] == {}
     # too few events left to define the bins: the error names the fold and who was left out
     few = {p: [("x", excluded)] for p in outcomes.index[outcomes["censorship"] == 0][1:]}
-    with pytest.raises(DataError, match=r"fold 0: .* after leaving out \d+ patient\(s\) without a usable slide"):
+    with pytest.raises(DataError, match=r"fold 0: .* after leaving out \d+ patient\(s\) without usable inputs"):
         train_model(load_cohort_data(outcomes, slides | few), plain("abmil"), 0, list(outcomes.index[2:]), [], TRAINING)
+
+
+def test_patients_without_a_usable_mri_leave_mri_models_only(tmp_path):
+    """mri_roi: on_error: exclude: roi.h5 lists P2 apart; a model reading MRI (and slides) leaves P2 out."""
+    outcomes, slides, _ = tiny_cohort(tmp_path, n=4)
+    rng = np.random.default_rng(0)
+    paths = []
+    for p in outcomes.index:
+        path = tmp_path / f"{p}.roi.h5"
+        if p == "P2":
+            write_excluded_roi(path, p, "patient P2: tumour mask m.nii.gz is empty", ["t1", "t2"])
+        else:
+            roi = PatientROI(
+                rng.standard_normal((2, 4, 4, 4)).astype(np.float32),
+                np.ones((4, 4, 4), np.uint8),
+                *(np.ones(2, bool), np.zeros(3), np.ones(3), np.eye(3).ravel(), np.zeros((2, 3))),
+            )
+            write_patient_roi(path, p, roi, ["t1", "t2"])
+        paths.append(path)
+    gather_rois(paths, tmp_path / "roi.h5", {"cohort": "c"})
+    data = load_cohort_data(outcomes, slides, mri=tmp_path / "roi.h5")
+    assert data.excluded == {"P2": "MRI excluded: patient P2: tumour mask m.nii.gz is empty"}
+    assert list(data.outcomes.index) == ["P0", "P1", "P3"] and data.mri.shape == (3, 2, 4, 4, 4)
+    assert "P2" not in data.bags and sorted(data.bags) == ["P0", "P1", "P3"]
+    assert sorted(load_cohort_data(outcomes, slides).bags) == ["P0", "P1", "P2", "P3"]  # slides only: P2 stays
 
 
 def test_reference_preset_settings():

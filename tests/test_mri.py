@@ -11,8 +11,15 @@ import SimpleITK as sitk
 from model.data import read_mri
 from workflow.demo.design import LIVER_SEQUENCES, DemoSpec, truth_table
 from workflow.demo.make import make_mri
-from workflow.mri import MRIError, ROISettings, crop_patient, qc_picture, roi_settings
-from workflow.roi_file import SEQUENCES, gather_rois, read_rois, write_patient_roi
+from workflow.mri import MRIError, ROISettings, crop_patient, excluded_picture, qc_picture, roi_settings
+from workflow.roi_file import (
+    SEQUENCES,
+    gather_rois,
+    read_excluded_rois,
+    read_rois,
+    write_excluded_roi,
+    write_patient_roi,
+)
 
 SEQ = list(LIVER_SEQUENCES)
 
@@ -194,6 +201,23 @@ def test_patient_files_gather_into_one_cohort_file(patient, tmp_path):
     volumes, tumours = read_mri(tmp_path / "roi.h5", ["B", "A"])  # what training reads, in cohort order
     assert volumes.shape == (2, 5, 8, 8, 8) and tumours.dtype == bool and np.array_equal(tumours[1], masks[0] > 0)
     assert np.array_equal(volumes[1], channels[0])
+    assert read_excluded_rois(tmp_path / "roi.h5") == {}
+
+
+def test_an_excluded_patient_is_gathered_apart(patient, tmp_path):
+    """mri_roi: on_error: exclude: the patient has no ROI, only the reason, wherever they come in the list."""
+    settings = roi_settings({"roi_shape": [8, 8, 8], "margin_mm": 5})
+    write_excluded_roi(tmp_path / "X.h5", "X", "patient X: tumour mask m.nii.gz is empty", SEQ)
+    roi = crop_patient("A", images(patient), str(patient / "tumour_mask.nii.gz"), SEQ, settings)
+    write_patient_roi(tmp_path / "A.h5", "A", roi, SEQ)
+    assert gather_rois([tmp_path / "X.h5", tmp_path / "A.h5"], tmp_path / "roi.h5", {"cohort": "c"}) == 1
+    patients, channels, _ = read_rois(tmp_path / "roi.h5")
+    assert patients == ["A"] and channels.shape == (1, 5, 8, 8, 8)
+    assert read_excluded_rois(tmp_path / "roi.h5") == {"X": "patient X: tumour mask m.nii.gz is empty"}
+    with pytest.raises(ValueError, match=r"every patient's MRI was excluded: \{'X': 'patient X: tumour mask"):
+        gather_rois([tmp_path / "X.h5"], tmp_path / "none.h5", {"cohort": "c"})
+    excluded_picture(tmp_path / "qc.png", "X", "patient X: tumour mask m.nii.gz is empty")
+    assert (tmp_path / "qc.png").stat().st_size > 2000
 
 
 @pytest.mark.realdata

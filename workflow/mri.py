@@ -11,6 +11,7 @@ ROI files are written and read by ``workflow.roi_file``.
 from __future__ import annotations
 
 import os
+import textwrap
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -216,6 +217,20 @@ def qc_picture(path: str | os.PathLike[str], patient: str, roi: PatientROI, sequ
         ax.axis("off")
     fig.suptitle(f"{patient}: slice {z} of {roi.mask.shape[0]}", fontsize=10)
     fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def excluded_picture(path: str | os.PathLike[str], patient: str, reason: str) -> None:
+    """The QC picture of a patient whose MRI was excluded: the reason, in place of the slices."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(7, 2))
+    fig.text(0.02, 0.5, textwrap.fill(f"{patient} excluded: {reason}", 95), va="center", fontsize=9, color="darkred")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)

@@ -64,5 +64,7 @@ def import_clam(
 def write_clam_pt(features_path: str | os.PathLike[str], pt_path: str | os.PathLike[str]) -> None:
     """CLAM's ``pt_files/<slide>.pt``: the features alone, as a float32 N x D tensor."""
     features = ff.read_features(features_path).features
-    with atomic_path(pt_path) as tmp:
-        torch.save(torch.from_numpy(features.astype(np.float32)), tmp)
+    # Written through a handle: torch.save names the archive inside after a path it is given,
+    # and the temporary path holds the process ID, so the same features gave different bytes.
+    with atomic_path(pt_path) as tmp, open(tmp, "wb") as handle:
+        torch.save(torch.from_numpy(features.astype(np.float32)), handle)
