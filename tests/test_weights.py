@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from tests.conftest import ROOT
 from workflow.features.checkpoints import read_checkpoint
 from workflow.features.encoders import build_model, encoder_spec, load_encoder
-from workflow.features.manifest import WeightsError, configured_weights_file, resolve_weights_file
+from workflow.features.manifest import WeightsError, configured_weights_file, file_sha256, resolve_weights_file
 from workflow.features.weights import REPORT_COLUMNS, check_weights, read_report, write_report
 
 
@@ -210,6 +210,15 @@ def test_check_weights_rule_writes_the_report(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     report = read_report(tmp_path / target)
     assert (report.encoder, report.status, report.dim) == ("resnet50_trunc", "random", 1024)
+
+    # a whole pickled model as the weights: the job stops naming the file and the way to a state dict
+    pickled_model(tmp_path / "model.pth")
+    config["features"] |= {"weights": "model.pth", "sha256": file_sha256(tmp_path / "model.pth")}
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    done = subprocess.run([*snakemake, "--cores", "1", target], cwd=tmp_path, capture_output=True, text=True)
+    log = (tmp_path / "logs" / "check_weights" / "resnet50_trunc.log").read_text()
+    assert done.returncode != 0 and "model.pth is a pickled Python object" in log
+    assert "save its state dict as safetensors" in log and "Re-running `torch.load`" not in log
 
 
 RECOPY = "re-copy it and compare checksums (sha256sum) with the source"
