@@ -13,7 +13,7 @@ model's survival function at the end of time bin k, and ``hazard_k`` the matchin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,7 +89,8 @@ class _Block:
         out = {f"{self.name}.mean": self.scaler.mean_, f"{self.name}.scale": self.scaler.scale_}
         if self.pca is not None:
             out |= {f"{self.name}.pca_mean": self.pca.mean_, f"{self.name}.components": self.pca.components_}
-        return {k: torch.as_tensor(np.asarray(v, np.float64)) for k, v in out.items()}
+        # contiguous, as a saved file reads back: the sums of design_matrix then run in the same order
+        return {k: torch.as_tensor(np.ascontiguousarray(v, np.float64)) for k, v in out.items()}
 
 
 def _estimator(settings: CoxSettings) -> CoxPHSurvivalAnalysis | CoxnetSurvivalAnalysis:
@@ -98,14 +99,49 @@ def _estimator(settings: CoxSettings) -> CoxPHSurvivalAnalysis | CoxnetSurvivalA
     return CoxnetSurvivalAnalysis(l1_ratio=settings.l1_ratio, alphas=[settings.alpha], fit_baseline_model=True)
 
 
-def _survival_at(estimator, x: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """(patients, len(times)) survival probabilities, times clipped to the baseline's domain."""
-    functions = estimator.predict_survival_function(x)
-    low, high = functions[0].domain
-    return np.stack([f(np.clip(times, low, high)) for f in functions])
+def _cumulative_hazard_at_zero(estimator, n_features: int, times: np.ndarray) -> np.ndarray:
+    """H(t | x = 0) at ``times``, clipped to the baseline's domain: x = 0 is the training mean of every input."""
+    function = estimator.predict_cumulative_hazard_function(np.zeros((1, n_features)))[0]
+    low, high = function.domain
+    return np.asarray(function(np.clip(times, low, high)), np.float64)
 
 
-def _table(ids: Sequence[str], outcomes: pd.DataFrame, risk: np.ndarray, survival: np.ndarray) -> pd.DataFrame:
+def linear_predictions(state: Mapping[str, torch.Tensor], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Risk (the linear predictor) and survival at the bin ends of (patients, features) inputs, from the saved state.
+
+    S(t | x) = exp(-H(t | 0) exp(x b)): the fold's predictions and a model package's are both computed
+    here from the saved coefficients, so a package scores a patient exactly as the fold did.
+    """
+    coef = state["coef"].numpy()
+    # products summed by numpy, not BLAS: a patient's value never depends on the others scored with it
+    linear = (x * coef[None, :]).sum(axis=1)
+    survival = np.exp(-state["cumhaz_at_zero"].numpy()[None, :] * np.exp(linear)[:, None])
+    return linear + float(state["bias"]), survival
+
+
+def design_matrix(state: Mapping[str, torch.Tensor], data: CohortData, ids: Sequence[str]) -> np.ndarray:
+    """The Cox model's inputs for patients ``ids``: each modality block scaled and reduced as saved.
+
+    A genomics value missing in a new patient (NaN, allowed only by ``predict: impute:
+    training_mean``) becomes the training mean (0 after scaling).
+    """
+    row = {p: i for i, p in enumerate(data.outcomes.index)}
+    rows = [row[p] for p in ids]
+    blocks = modality_blocks(data)
+    parts = []
+    for name in [name for name in blocks if f"{name}.mean" in state]:
+        mean, scale = state[f"{name}.mean"].numpy(), state[f"{name}.scale"].numpy()
+        # float32 z-scores, as the fit's Standardizer gave them
+        z = np.nan_to_num(((blocks[name][rows] - mean) / scale).astype(np.float32), nan=0.0).astype(np.float64)
+        if f"{name}.components" in state:  # PCA's projection (z - mean) @ components.T, summed as above
+            centred = z - state[f"{name}.pca_mean"].numpy()
+            z = (centred[:, None, :] * state[f"{name}.components"].numpy()[None, :, :]).sum(axis=2)
+        parts.append(z)
+    return np.concatenate(parts, axis=1)
+
+
+def prediction_table(ids: Sequence[str], outcomes: pd.DataFrame, risk: np.ndarray, survival: np.ndarray) -> pd.DataFrame:
+    """The networks' predictions table (risk, hazard_k, survival_k per patient) from a Cox model's risk and survival."""
     table = pd.DataFrame(
         {
             "patient_id": list(ids),
@@ -128,20 +164,26 @@ def fit_coxph(
 ) -> FoldResult:
     """Fit on the fold's training patients; predict them and the held-out ones (one 'epoch': nothing to select)."""
     row = {p: i for i, p in enumerate(data.outcomes.index)}
-    train_rows, held_rows = [row[p] for p in train_ids], [row[p] for p in held_ids]
+    train_rows = [row[p] for p in train_ids]
     blocks = modality_blocks(data)
     fitted = [_Block(name, matrix[train_rows], settings.pca) for name, matrix in blocks.items()]
     x_train = np.concatenate([b.transform(blocks[b.name][train_rows]) for b in fitted], axis=1)
-    x_held = np.concatenate([b.transform(blocks[b.name][held_rows]) for b in fitted], axis=1)
     outcomes = data.outcomes
     train_outcomes = outcomes.loc[list(train_ids)]
     y = Surv.from_arrays(
         event=train_outcomes["censorship"].to_numpy() == 0, time=train_outcomes["survival_months"].to_numpy(float)
     )
     estimator = _estimator(settings).fit(x_train, y)
-    bin_ends = np.asarray(edges[1:], float)
-    train_table = _table(train_ids, outcomes, estimator.predict(x_train), _survival_at(estimator, x_train, bin_ends))
-    held_table = _table(held_ids, outcomes, estimator.predict(x_held), _survival_at(estimator, x_held, bin_ends))
+    state = {
+        "coef": torch.as_tensor(np.asarray(estimator.coef_, np.float64).ravel()),
+        "bias": torch.as_tensor(np.asarray(estimator.predict(np.zeros((1, x_train.shape[1]))), np.float64)),
+        "cumhaz_at_zero": torch.as_tensor(_cumulative_hazard_at_zero(estimator, x_train.shape[1], edges[1:])),
+    }
+    for block in fitted:
+        state |= block.tensors()
+    x_train, x_held = design_matrix(state, data, train_ids), design_matrix(state, data, held_ids)
+    train_table = prediction_table(train_ids, outcomes, *linear_predictions(state, x_train))
+    held_table = prediction_table(held_ids, outcomes, *linear_predictions(state, x_held))
     log = pd.DataFrame(
         [
             {
@@ -155,9 +197,6 @@ def fit_coxph(
             }
         ]
     )
-    state = {"coef": torch.as_tensor(np.asarray(estimator.coef_, np.float64).ravel())}
-    for block in fitted:
-        state |= block.tensors()
     return FoldResult(
         log=log,
         selected_epochs=[0],

@@ -209,6 +209,91 @@ def load_cohort_data(
     return data
 
 
+@dataclass
+class InputScaling:
+    """What a fold fit on its training patients to scale inputs: per gene family and for the patch features.
+
+    Saved with the fold (``model.fold_outputs``, ``scaling.safetensors``) so that a model package
+    scales a new patient exactly as the fold scaled its held-out patients.
+    """
+
+    families: dict[str, Standardizer] = field(default_factory=dict)
+    wsi: Standardizer | None = None
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """``genomics.<family>.mean`` / ``.scale`` and ``wsi.mean`` / ``.scale`` (float64)."""
+        named = {f"genomics.{name}": s for name, s in self.families.items()}
+        if self.wsi is not None:
+            named["wsi"] = self.wsi
+        return {f"{key}.{part}": getattr(s, f"{part}_") for key, s in named.items() for part in ("mean", "scale")}
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, np.ndarray], families: Sequence[str], clip: float | None) -> InputScaling:
+        """The scaling saved by ``tensors``; ``families`` in the model's input order."""
+
+        def standardizer(key: str, clip: float | None) -> Standardizer:
+            fitted = Standardizer(clip)
+            fitted.mean_, fitted.scale_ = np.asarray(tensors[f"{key}.mean"]), np.asarray(tensors[f"{key}.scale"])
+            return fitted
+
+        scaling = cls({name: standardizer(f"genomics.{name}", clip) for name in families if f"genomics.{name}.mean" in tensors})
+        if "wsi.mean" in tensors:
+            scaling.wsi = standardizer("wsi", None)
+        return scaling
+
+
+def fit_scaling(
+    data: CohortData,
+    train_ids: Sequence[str],
+    second: str | None = None,
+    genomics_clip: float | None = None,
+    wsi_standardise: bool = False,
+) -> InputScaling:
+    """Fit the fold's input scaling on its training patients only."""
+    scaling = InputScaling()
+    if second == "genomics":
+        row = {p: i for i, p in enumerate(data.outcomes.index)}
+        rows = [row[p] for p in train_ids]
+        scaling.families = {name: Standardizer(genomics_clip).fit(m[rows]) for name, m in data.families.items()}
+    if wsi_standardise and data.bags:
+        scaling.wsi = Standardizer().fit_parts(data.bags[p].numpy() for p in train_ids)
+    return scaling
+
+
+def scaled_patients(data: CohortData, ids: Sequence[str], scaling: InputScaling, second: str | None) -> list[Patient]:
+    """Patients ``ids`` of ``data`` as a model reads them, scaled by ``scaling``.
+
+    ``second`` is the modality a model pairs with the WSI (genomics, mri or None); a cohort
+    without WSI gives every patient an empty bag. A genomics value that is missing (NaN, allowed
+    only by ``predict: impute: training_mean``) becomes 0 after scaling: the training mean.
+    """
+    row = {p: i for i, p in enumerate(data.outcomes.index)}
+    empty = torch.zeros(0, 0)
+
+    def second_of(p: str) -> list[torch.Tensor]:
+        if second == "genomics":
+            return [
+                torch.from_numpy(np.nan_to_num(scaling.families[name].transform(m[row[p] : row[p] + 1])[0], nan=0.0))
+                for name, m in data.families.items()
+            ]
+        if second == "mri":
+            return [torch.from_numpy(data.mri[row[p]])]
+        return []
+
+    def bag_of(p: str) -> torch.Tensor:
+        bag = data.bags.get(p, empty)
+        if scaling.wsi is not None and bag.numel():
+            return torch.from_numpy(scaling.wsi.transform(bag.numpy()))
+        return bag
+
+    def patient(p: str) -> Patient:
+        outcome = data.outcomes.loc[p]
+        time, censorship = float(outcome["survival_months"]), int(outcome["censorship"])
+        return Patient(p, bag_of(p), second_of(p), time, censorship)
+
+    return [patient(p) for p in ids]
+
+
 def fold_patients(
     data: CohortData,
     train_ids: Sequence[str],
@@ -216,43 +301,14 @@ def fold_patients(
     second: str | None = None,
     genomics_clip: float | None = None,
     wsi_standardise: bool = False,
-) -> tuple[list[Patient], list[Patient]]:
-    """Training and held-out patients of one fold; scaling fit on the training patients only.
-
-    ``second`` is the modality a model pairs with the WSI (genomics, mri or None); a cohort
-    without WSI gives every patient an empty bag.
-    """
+) -> tuple[list[Patient], list[Patient], InputScaling]:
+    """Training and held-out patients of one fold, and the scaling fit on the training patients only."""
     unknown = sorted(set(train_ids) - set(data.outcomes.index)) + sorted(set(held_ids) - set(data.outcomes.index))
     if unknown:
         raise DataError(f"split names patient(s) {unknown[:5]} that are not in the cohort's patients.tsv")
-    row = {p: i for i, p in enumerate(data.outcomes.index)}
-    if second == "genomics":
-        train_rows = [row[p] for p in train_ids]
-        scaled = [
-            torch.from_numpy(Standardizer(genomics_clip).fit(m[train_rows]).transform(m))
-            for m in data.families.values()
-        ]
-
-        def second_of(p: str) -> list[torch.Tensor]:
-            return [family[row[p]] for family in scaled]
-    elif second == "mri":
-
-        def second_of(p: str) -> list[torch.Tensor]:
-            return [torch.from_numpy(data.mri[row[p]])]
-    else:
-
-        def second_of(p: str) -> list[torch.Tensor]:
-            return []
-
-    bags = data.bags
-    if wsi_standardise and bags:
-        scaler = Standardizer().fit_parts(bags[p].numpy() for p in train_ids)
-        bags = {p: torch.from_numpy(scaler.transform(bags[p].numpy())) for p in [*train_ids, *held_ids]}
-    empty = torch.zeros(0, 0)
-
-    def patient(p: str) -> Patient:
-        outcome = data.outcomes.loc[p]
-        time, censorship = float(outcome["survival_months"]), int(outcome["censorship"])
-        return Patient(p, bags.get(p, empty), second_of(p), time, censorship)
-
-    return [patient(p) for p in train_ids], [patient(p) for p in held_ids]
+    scaling = fit_scaling(data, train_ids, second, genomics_clip, wsi_standardise)
+    return (
+        scaled_patients(data, train_ids, scaling, second),
+        scaled_patients(data, held_ids, scaling, second),
+        scaling,
+    )

@@ -129,14 +129,18 @@ def train_model(
             "coxph": asdict(coxph),
         }
     else:
-        train, held = fold_patients(data, train_ids, held_ids, inputs.second, training.genomics_clip, wsi_standardise)
+        train, held, scaling = fold_patients(
+            data, train_ids, held_ids, inputs.second, training.genomics_clip, wsi_standardise
+        )
 
         def build(offset: int) -> torch.nn.Module:
             return build_model(model_name, inputs, replace(choice, seed=choice.seed + offset))
 
         result = train_network(build, train, held, edges, settings)
+        result.scaling = {k: torch.as_tensor(v) for k, v in scaling.tensors().items()}
         meta |= {
             "test_rfr": choice.rfr(),
+            "choice": asdict(choice),
             "selection": settings.selection,
             "wsi_standardise": wsi_standardise and "wsi" in data.modalities,
             "settings": asdict(settings),
@@ -156,6 +160,8 @@ def train_model(
         "seconds": round(time.perf_counter() - start, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "inputs": asdict(inputs),
+        "second_names": list(data.second_names),
+        "genomics_clip": training.genomics_clip,
     }
     if settings.device.startswith("cuda"):
         meta["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

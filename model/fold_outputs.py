@@ -4,6 +4,9 @@ Each is written to a temporary name and renamed:
 
 - ``weights.safetensors``: the selected epoch's weights (safetensors: loading never unpickles);
   an ensemble's members under ``member_<m>.``; coxph's coefficients, scalers and PCA axes;
+- ``scaling.safetensors``: the input scaling fit on the fold's training patients (per gene family,
+  and the patch features' under ``wsi_standardise``; ``model.data.InputScaling``), which a model
+  package applies to new patients;
 - ``predictions.tsv``: held-out risk, hazards, survival curve (and gate weights) per patient at the
   selected epoch (the honest protocol);
 - ``predictions_train.tsv``: the same for the fold's training patients (for leak-free cut-offs);
@@ -54,6 +57,7 @@ REPEAT_COLUMNS = ("patient_id", "survival_months", "censorship", "risk", "test_r
 # Output key (the train_fold rule's output names) -> file name in the fold's folder.
 FILES = {
     "weights": "weights.safetensors",
+    "scaling": "scaling.safetensors",
     "predictions": "predictions.tsv",
     "predictions_train": "predictions_train.tsv",
     "best_epoch": "predictions_best_epoch.tsv",
@@ -91,12 +95,23 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> torch.
     return model
 
 
-def write_details(path: str | os.PathLike[str], result: FoldResult, data: CohortData) -> None:
-    """Per-patient outputs of the selected epoch; attention rows aligned with slide_id, x, y."""
+def read_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """A safetensors file's tensors as numpy arrays and its metadata (never unpickles)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
+
+
+def write_details(
+    path: str | os.PathLike[str], details: Mapping[str, Mapping[str, np.ndarray]], data: CohortData
+) -> None:
+    """Per-patient outputs (a fold's at its selected epoch, or a package's for new patients); attention
+    rows aligned with slide_id, x, y."""
     strings = h5py.string_dtype()
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs[SECOND_NAMES] = list(data.second_names)
-        for patient, outputs in result.details.items():
+        for patient, outputs in details.items():
             group = h5.create_group(patient)
             for key, value in outputs.items():
                 group.create_dataset(key, data=value)
@@ -135,6 +150,7 @@ def write_fold_outputs(
         result.state_dict,
         {"model": meta["model"], "fold": str(meta["fold"]), "epoch": str(meta["selected_epoch"])},
     )
+    save_weights(paths["scaling"], result.scaling, {"model": meta["model"], "fold": str(meta["fold"])})
     fold = {"fold": meta["fold"], "model": meta["model"]}
     write_tsv(result.predictions.assign(**fold, epoch=meta["selected_epoch"]), paths["predictions"])
     write_tsv(result.predictions_train.assign(**fold, epoch=meta["selected_epoch"]), paths["predictions_train"])
@@ -143,7 +159,7 @@ def write_fold_outputs(
     if repeats.empty:
         repeats = pd.DataFrame(columns=[*REPEAT_COLUMNS])
     write_tsv(repeats.assign(**fold), paths["repeats"])
-    write_details(paths["details"], result, data)
+    write_details(paths["details"], result.details, data)
     write_tsv(result.log, paths["log"])
     with atomic_path(paths["meta"]) as tmp:
         tmp.write_text(json.dumps(meta, indent=2) + "\n")

@@ -115,6 +115,7 @@ class FoldResult:
     inner_ids: list[str] = field(default_factory=list)
     parameters: int = 0  # of one network (coxph: its coefficients)
     repeats: pd.DataFrame = field(default_factory=pd.DataFrame)  # repeated tests: test_rfr, repeat, risk
+    scaling: dict[str, torch.Tensor] = field(default_factory=dict)  # model.data.InputScaling's tensors
 
     @property
     def selected_epoch(self) -> int:

@@ -74,7 +74,7 @@ def test_cohort_data_bags_and_per_fold_standardisation(tmp_path):
     assert np.array_equal(data.families["family 2"], matrices["family 2"])
     assert data.wsi_dim == 16 and data.omic_sizes == tuple(SIZES)
     assert data.bags["P0"].shape == (11, 16) and list(data.patches["P0"]["slide_id"].unique()) == ["P0-A", "P0-B"]
-    train, held = fold_patients(data, [f"P{i}" for i in range(15)], ["P15", "P16"], "genomics")
+    train, held, _ = fold_patients(data, [f"P{i}" for i in range(15)], ["P15", "P16"], "genomics")
     stacked = np.stack([p.second[1].numpy() for p in train])
     assert np.allclose(stacked.mean(0), 0, atol=1e-5) and np.allclose(stacked.std(0), 1, atol=1e-4)
     assert abs(float(held[0].second[1].mean())) < 5  # held-out patients use the training fit, not their own
@@ -103,13 +103,13 @@ def test_wsi_standardisation_uses_the_training_patches_only(tmp_path):
     assert data.modalities == ("wsi",) and data.families == {}
     train_ids, held_ids = [f"P{i}" for i in range(12)], ["P12", "P13"]
     raw = torch.cat([data.bags[p] for p in train_ids]).double()
-    train, held = fold_patients(data, train_ids, held_ids, wsi_standardise=True)
+    train, held, _ = fold_patients(data, train_ids, held_ids, wsi_standardise=True)
     patches = torch.cat([p.bag for p in train]).double()
     assert torch.allclose(patches.mean(0), torch.zeros(16, dtype=torch.float64), atol=1e-5)
     assert torch.allclose(patches.std(0, unbiased=False), torch.ones(16, dtype=torch.float64), atol=1e-4)
     expected = (data.bags["P12"].double() - raw.mean(0)) / raw.std(0, unbiased=False)
     assert torch.allclose(held[0].bag.double(), expected, atol=1e-5) and held[0].second == []
-    untouched, _ = fold_patients(data, train_ids, held_ids)
+    untouched, _, _ = fold_patients(data, train_ids, held_ids)
     assert untouched[0].bag is data.bags["P0"]
 
 
@@ -301,7 +301,7 @@ def test_fold_outputs_round_trip(tmp_path):
     # Weights reload into a fresh model (safetensors, no pickle) and give the same predictions.
     fresh = build_model("deref", Inputs(("wsi", "genomics"), 16, tuple(SIZES)), ModelChoice(seed=99))
     load_weights(fresh, outputs["weights"])
-    _, held = fold_patients(data, ids[4:], ids[:4], "genomics", wsi_standardise=True)
+    _, held, _ = fold_patients(data, ids[4:], ids[:4], "genomics", wsi_standardise=True)
     again, _ = predict(fresh, held)
     assert np.allclose(again["risk"], predictions["risk"], atol=1e-6)
 
@@ -324,7 +324,7 @@ def test_inner_selection_and_optimistic_pick(tmp_path):
 def test_patch_cap_keeps_attention_aligned(tmp_path):
     outcomes, slides, _ = tiny_cohort(tmp_path)
     data = load_cohort_data(outcomes, slides, genomics=tmp_path / "pathways.h5")
-    train, held = fold_patients(data, list(outcomes.index)[2:], ["P0", "P1"], "genomics")
+    train, held, _ = fold_patients(data, list(outcomes.index)[2:], ["P0", "P1"], "genomics")
     model = build_model("abmil", Inputs(("wsi", "genomics"), 16, tuple(SIZES)), ModelChoice())
     result = train_network(
         lambda _: model, train, held, np.array([0, 5, 10, 20, 1e3]), TrainSettings(epochs=1, max_patches=4)

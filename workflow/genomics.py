@@ -211,6 +211,58 @@ def build_pathways(
     return matrices, families
 
 
+IMPUTE_FOR_PACKAGE = ("none", "training_mean")
+
+
+def package_pathways(
+    table_path: str | os.PathLike[str],
+    patients: Sequence[str],
+    columns: Mapping[str, Sequence[str]],
+    patient_column: str = "case_id",
+    bare_as_mutations: bool = False,
+    impute: str = "none",
+) -> tuple[dict[str, np.ndarray], list[Family]]:
+    """New patients' family matrices with exactly the columns a model package was trained on.
+
+    ``columns``: family -> column names, in the package's order. A column or cell the new table
+    lacks is refused, naming it; with ``impute: training_mean`` it is left NaN, which scoring sets to
+    each member's training mean (0 after scaling), and the family report counts it.
+    """
+    source = str(table_path)
+    if impute not in IMPUTE_FOR_PACKAGE:
+        raise GenomicsError(f"predict: impute: {impute!r}; choose one of {IMPUTE_FOR_PACKAGE}")
+    table = per_patient(_check_numeric(read_table(table_path, patient_column, bare_as_mutations), source), source)
+    missing_patients = [p for p in patients if p not in table.index]
+    if missing_patients:
+        raise GenomicsError(
+            f"{source}: no genomics for new patient(s) {', '.join(missing_patients[:20])}; add their rows or drop them from the predict sheets"
+        )
+    table = table.loc[list(patients)]
+    wanted = [c for family in columns.values() for c in family]
+    absent = [c for c in wanted if c not in table.columns]
+    if absent and impute == "none":
+        raise GenomicsError(
+            f"{source}: {len(absent)} of the package's {len(wanted)} genomic columns are missing: "
+            f"{', '.join(absent[:20])}{' ...' if len(absent) > 20 else ''}; add them to the table (the package "
+            "scores exactly the columns it was trained on), or set predict: impute: training_mean to fill them "
+            "with the training patients' mean"
+        )
+    table = table.reindex(columns=wanted)
+    if impute == "none" and table.isna().to_numpy().any():
+        row, col = np.argwhere(table.isna().to_numpy())[0]
+        raise GenomicsError(
+            f"{source}: missing value in column '{table.columns[col]}' for patient {table.index[row]}; fill it, "
+            "or set predict: impute: training_mean"
+        )
+    matrices, families = {}, []
+    for name, family_columns in columns.items():
+        matrices[name] = table[list(family_columns)].to_numpy(np.float32)
+        lacking = [c for c in family_columns if c in absent]
+        present = [c for c in family_columns if c not in absent]
+        families.append(Family(name, list(family_columns), len(family_columns), present, lacking))
+    return matrices, families
+
+
 def write_pathways(
     path: str | os.PathLike[str],
     matrices: Mapping[str, np.ndarray],
