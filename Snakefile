@@ -26,6 +26,7 @@ include: "rules/genomics.smk"
 include: "rules/mri.smk"
 include: "rules/training.smk"
 include: "rules/figures.smk"
+include: "rules/predict.smk"
 
 
 rule all:

@@ -140,7 +140,9 @@ def design_matrix(state: Mapping[str, torch.Tensor], data: CohortData, ids: Sequ
     return np.concatenate(parts, axis=1)
 
 
-def prediction_table(ids: Sequence[str], outcomes: pd.DataFrame, risk: np.ndarray, survival: np.ndarray) -> pd.DataFrame:
+def prediction_table(
+    ids: Sequence[str], outcomes: pd.DataFrame, risk: np.ndarray, survival: np.ndarray
+) -> pd.DataFrame:
     """The networks' predictions table (risk, hazard_k, survival_k per patient) from a Cox model's risk and survival."""
     table = pd.DataFrame(
         {

@@ -228,7 +228,9 @@ class InputScaling:
         return {f"{key}.{part}": getattr(s, f"{part}_") for key, s in named.items() for part in ("mean", "scale")}
 
     @classmethod
-    def from_tensors(cls, tensors: Mapping[str, np.ndarray], families: Sequence[str], clip: float | None) -> InputScaling:
+    def from_tensors(
+        cls, tensors: Mapping[str, np.ndarray], families: Sequence[str], clip: float | None
+    ) -> InputScaling:
         """The scaling saved by ``tensors``; ``families`` in the model's input order."""
 
         def standardizer(key: str, clip: float | None) -> Standardizer:
@@ -236,7 +238,9 @@ class InputScaling:
             fitted.mean_, fitted.scale_ = np.asarray(tensors[f"{key}.mean"]), np.asarray(tensors[f"{key}.scale"])
             return fitted
 
-        scaling = cls({name: standardizer(f"genomics.{name}", clip) for name in families if f"genomics.{name}.mean" in tensors})
+        scaling = cls(
+            {name: standardizer(f"genomics.{name}", clip) for name in families if f"genomics.{name}.mean" in tensors}
+        )
         if "wsi.mean" in tensors:
             scaling.wsi = standardizer("wsi", None)
         return scaling

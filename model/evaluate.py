@@ -41,6 +41,7 @@ from model.metrics import (
     time_dependent_auc,
     uno_c,
 )
+from model.package import risk_groups
 
 PROTOCOLS = {
     "honest": "honest: selected epoch",
@@ -50,6 +51,7 @@ FOLD_METRICS = {"harrell_c": "Harrell's C", "uno_c": "Uno's C", "iauc": "iAUC", 
 SPLITS = {
     "training_median": "leak-free cut-off: median risk of each fold's training patients",
     "paper": "paper: median of pooled test predictions, uses the test patients' own risks",
+    "package": "a model package's fixed cut-off: median risk of its training cohort's patients",
 }
 POOLED = "pooled"
 PER_FOLD_ONLY = "uno_c, iauc, ibs: per fold only (censoring weights come from each fold's training patients)"
@@ -467,6 +469,13 @@ def median_split(oof: pd.DataFrame) -> KMResult:
     threshold = float(np.median(pooled["risk"]))
     pooled["group"] = np.where(pooled["risk"] > threshold, "high risk", "low risk")
     return _risk_groups(pooled.reset_index(), "paper", [threshold])
+
+
+def package_split(table: pd.DataFrame, cutoff: float) -> KMResult:
+    """New patients scored by a model package, cut at the package's training cut-off (an external validation)."""
+    groups = table.assign(group=risk_groups(table["risk"], cutoff))
+    columns = ["patient_id", "survival_months", "censorship", "risk", "group"]
+    return _risk_groups(groups[columns].reset_index(drop=True), "package", [cutoff])
 
 
 def _paired_folds(

@@ -52,6 +52,11 @@ DECOUPLED_LABELS = {
     "shared": "shared",
     "explore": "explore",
 }
+# DeReF's decoupled features that read patches, drawn over the slide (the second modality's specific one reads none)
+ON_SLIDE = ("shared", "explore", "pathology")
+# details keys with one value per patch (the model's attention, DeReF's attributions) or per second-modality input
+PATCH_KEYS = ("attention", "patch_attribution_")
+SECOND_KEYS = ("second_attribution_",)
 REPEAT_COLUMNS = ("patient_id", "survival_months", "censorship", "risk", "test_rfr", "repeat")
 
 # Output key (the train_fold rule's output names) -> file name in the fold's folder.
@@ -100,7 +105,7 @@ def read_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], d
     from safetensors import safe_open
 
     with safe_open(str(path), framework="np") as handle:
-        return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
+        return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})  # noqa: SIM118 - no dict
 
 
 def write_details(
@@ -137,6 +142,12 @@ def read_details(
             wanted = group.keys() if keys is None else [k for k in keys if k in group]
             details[patient] = {k: group[k].asstr()[:] if k == "slide_id" else group[k][:] for k in wanted}
     return details, names
+
+
+def attention_keys(details: Mapping[str, np.ndarray]) -> list[str]:
+    """The per-patch score arrays of one patient's details, attention first."""
+    keys = [k for k in details if k.startswith(PATCH_KEYS)]
+    return sorted(keys, key=lambda k: (k != "attention", k))
 
 
 def write_fold_outputs(

@@ -85,11 +85,21 @@ class Package:
         return float(self.manifest["risk_cutoff"]["value"])
 
     @property
+    def genomics_columns(self) -> dict[str, list[str]]:
+        """Family -> gene columns, in the model's input order (empty for a package that reads no genomics)."""
+        return family_columns(self.manifest)
+
+    @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(self.manifest["modalities"])
 
     def describe(self) -> str:
         return f"package {self.folder} ({self.manifest['run']} trained on {self.manifest['cohort']})"
+
+
+def family_columns(manifest: Mapping[str, Any]) -> dict[str, list[str]]:
+    """A manifest's gene families and their columns, in the model's input order."""
+    return {entry["family"]: list(entry["columns"]) for entry in manifest.get("genomics_families", [])}
 
 
 def member_files(k: int) -> tuple[str, str]:
@@ -103,7 +113,9 @@ def survival_on_grid(table: pd.DataFrame, edges: np.ndarray, grid: np.ndarray) -
     A member's curve is a step function: S(t) is its survival at the last of its bin ends not after
     t (1 before the first). On the member's own edges this returns its columns unchanged.
     """
-    columns = sorted((c for c in table.columns if c.startswith("survival_") and c[9:].isdigit()), key=lambda c: int(c[9:]))
+    columns = sorted(
+        (c for c in table.columns if c.startswith("survival_") and c[9:].isdigit()), key=lambda c: int(c[9:])
+    )
     survival = table[columns].to_numpy(float)
     ends, wanted = np.asarray(edges, float)[1:], np.asarray(grid, float)[1:]
     if len(ends) == len(wanted) and np.array_equal(ends, wanted):
@@ -238,6 +250,14 @@ def read_package(folder: str | os.PathLike[str]) -> Package:
     return Package(folder, manifest, tuple(members))
 
 
+def cohort_predictions(train: str | os.PathLike[str], held: str | os.PathLike[str]) -> pd.DataFrame:
+    """A member's predictions of every training-cohort patient: its fold's training and held-out tables together."""
+    from model.fold_outputs import read_predictions
+
+    tables = [read_predictions(path) for path in (train, held)]
+    return pd.concat([t for t in tables if len(t)], ignore_index=True)
+
+
 def training_cutoff(
     member_tables: Sequence[pd.DataFrame], member_edges: Sequence[np.ndarray], grid: np.ndarray
 ) -> dict[str, Any]:
@@ -269,7 +289,8 @@ def assemble_manifest(
 
     ``member_tables``: each member's predictions of the training cohort's patients (for the cut-off);
     ``cohort_edges``: time bins of the whole training cohort (the grid when members' bins differ);
-    ``provenance``: modalities, inputs' names (genomics_columns, mri_sequences), encoder, tiling,
+    ``provenance``: modalities, inputs' names (genomics_columns: family -> columns in the model's
+    input order; mri_sequences), encoder, tiling,
     features and MRI settings, and the code version, written as given.
     """
     if mode not in MODES:
@@ -277,7 +298,11 @@ def assemble_manifest(
     edges = [np.asarray(m["bin_edges"], float) for m in metas]
     grid = package_grid(edges, cohort_edges)
     first = metas[0]
-    return dict(provenance) | {
+    provenance = dict(provenance)
+    # a list, not a mapping: the manifest's keys are sorted, the families' order is the model's input order
+    families = provenance.pop("genomics_columns", None) or {}
+    provenance["genomics_families"] = [{"family": name, "columns": list(cols)} for name, cols in families.items()]
+    return provenance | {
         "cohort": cohort,
         "run": run,
         "model": first["variant"]["model"],

@@ -22,14 +22,10 @@ import torch
 
 from model.coxph import design_matrix, linear_predictions, prediction_table
 from model.data import CohortData, DataError, InputScaling, scaled_patients
-from model.fold_outputs import read_tensors
-from model.package import Member, Package, PackageError, combine_members, risk_groups
+from model.fold_outputs import PATCH_KEYS, SECOND_KEYS, read_tensors
+from model.package import OUTCOMES, Member, Package, PackageError, combine_members, risk_groups
 from model.registry import Inputs, ModelChoice, build_model
 from model.train import MEMBER_SEED_STRIDE, TrainSettings, attribute, average_hazards, predict
-
-# details averaged over members: one value per patch (attention, attributions) or second-modality input
-PATCH_KEYS = ("attention", "patch_attribution_")
-SECOND_KEYS = ("second_attribution_",)
 
 
 @dataclass
@@ -46,9 +42,11 @@ def check_inputs(package: Package, data: CohortData) -> None:
     manifest = package.manifest
     inputs = manifest["inputs"]
     if "genomics" in package.modalities:
-        expected = manifest["genomics_columns"]
+        expected = package.genomics_columns
         if list(data.families) != list(expected):
-            raise PackageError(f"{package.describe()} reads gene families {list(expected)}, the data has {list(data.families)}")
+            raise PackageError(
+                f"{package.describe()} reads gene families {list(expected)}, the data has {list(data.families)}"
+            )
         for name, columns in expected.items():
             if data.families[name].shape[1] != len(columns):
                 raise PackageError(
@@ -71,7 +69,7 @@ def _network_member(
     choice = ModelChoice(**meta["choice"])
     settings = TrainSettings(**(meta["settings"] | {"device": device}))
     tensors, _ = read_tensors(member.scaling)
-    scaling = InputScaling.from_tensors(tensors, list(package.manifest.get("genomics_columns", {})), meta["genomics_clip"])
+    scaling = InputScaling.from_tensors(tensors, list(package.genomics_columns), meta["genomics_clip"])
     patients = scaled_patients(data, ids, scaling, inputs.second)
     weights, _ = read_tensors(member.weights)
     inner = sorted({int(k.split(".", 1)[0][7:]) for k in weights if k.startswith("member_")})
@@ -111,7 +109,9 @@ def _full_length(values: np.ndarray, rows: np.ndarray | None, n: int) -> np.ndar
     return full
 
 
-def _mean_details(per_member: Sequence[Mapping[str, Mapping[str, np.ndarray]]], data: CohortData) -> dict[str, dict[str, np.ndarray]]:
+def _mean_details(
+    per_member: Sequence[Mapping[str, Mapping[str, np.ndarray]]], data: CohortData
+) -> dict[str, dict[str, np.ndarray]]:
     """Per patient the members' patch and second-modality scores, averaged (patch rows restored under a cap)."""
     out = {}
     for patient in per_member[0]:
@@ -125,7 +125,9 @@ def _mean_details(per_member: Sequence[Mapping[str, Mapping[str, np.ndarray]]], 
                     merged.setdefault(key, []).append(_full_length(value, rows, n))
                 elif key.startswith(SECOND_KEYS):
                     merged.setdefault(key, []).append(value)
-        out[patient] = {key: np.mean(values, axis=0) for key, values in merged.items() if len(values) == len(per_member)}
+        out[patient] = {
+            key: np.mean(values, axis=0) for key, values in merged.items() if len(values) == len(per_member)
+        }
     return out
 
 
@@ -149,15 +151,35 @@ def score(package: Package, data: CohortData, device: str = "cpu") -> Scores:
     return Scores(combined, details, tables)
 
 
-def attention_keys(details: Mapping[str, np.ndarray]) -> list[str]:
-    """The per-patch score arrays of one patient's details, attention first."""
-    keys = [k for k in details if k.startswith(PATCH_KEYS)]
-    return sorted(keys, key=lambda k: (k != "attention", k))
+def patients_table(scores: Scores, data: CohortData, outcomes: pd.DataFrame | None) -> pd.DataFrame:
+    """The new patients' predictions.tsv: patient_id, [outcomes,] risk, risk_group, curves, gates, reason.
+
+    ``outcomes`` (indexed by patient_id) when the sheet gives them, else None. A patient the model
+    left out (every slide or the MRI excluded) is a row with an empty risk and the reason.
+    """
+    table = scores.table.drop(columns=[c for c in OUTCOMES if c in scores.table.columns])
+    if outcomes is not None:
+        table = table.join(outcomes[list(OUTCOMES)], on="patient_id")
+    first = ["patient_id", *(OUTCOMES if outcomes is not None else ()), "risk", "risk_group"]
+    table = table[first + [c for c in table.columns if c not in first]].assign(reason="")
+    if not data.excluded:
+        return table
+    left_out = pd.DataFrame(
+        {"patient_id": list(data.excluded), "risk": np.nan, "risk_group": "", "reason": list(data.excluded.values())}
+    )
+    if outcomes is not None:
+        left_out = left_out.join(outcomes[list(OUTCOMES)], on="patient_id")
+    return pd.concat([table, left_out], ignore_index=True)
 
 
 def describe_members(package: Package) -> list[dict[str, Any]]:
     """One line per member for the log: name, fold, selected epochs, bin edges."""
     return [
-        {"member": m.name, "fold": m.fold, "selected_epochs": m.meta.get("selected_epochs"), "bin_edges": m.bin_edges.round(2).tolist()}
+        {
+            "member": m.name,
+            "fold": m.fold,
+            "selected_epochs": m.meta.get("selected_epochs"),
+            "bin_edges": m.bin_edges.round(2).tolist(),
+        }
         for m in package.members
     ]

@@ -209,7 +209,10 @@ def predict(
             }
             if kept is not None:
                 details[p.patient_id]["patch_rows"] = kept.cpu().numpy()
-    return pd.DataFrame(rows), details
+    # no patients (a model refit on every patient has no held-out ones): the columns, no rows
+    return pd.DataFrame(
+        rows, columns=None if rows else ["patient_id", "survival_months", "censorship", "risk"]
+    ), details
 
 
 def hazard_columns(table: pd.DataFrame) -> list[str]:

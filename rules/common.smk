@@ -14,7 +14,14 @@ from model.config import training_config
 from model.fold_outputs import FILES as FOLD_FILES
 from model.registry import FIGURE_MODELS, MODELS, applies, cohort_models, uses
 from model.variants import plain, select_variants
-from workflow.cohort import CohortError, check_folds, load_cohorts
+from model.package import read_manifest
+from workflow.cohort import (
+    CohortError,
+    check_folds,
+    has_outcomes,
+    load_cohorts,
+    load_new_patients,
+)
 from workflow.config_check import check_config
 from workflow.features.batches import plan_batches
 from workflow.sources import code_hash, import_closure
@@ -143,6 +150,11 @@ FOLD_OUTPUTS = {
     key: f"results/{{cohort}}/models/{{variant}}/fold_{{fold}}/{name}"
     for key, name in FOLD_FILES.items()
 }
+# the train_refit rule's outputs: a package's one model trained on every patient (package: mode: refit)
+REFIT_OUTPUTS = {
+    key: f"results/{{cohort}}/models/{{variant}}/refit/{name}"
+    for key, name in FOLD_FILES.items()
+}
 # the evaluate_model rule's outputs
 EVALUATION = {
     key: f"results/{{cohort}}/evaluation/{{variant}}/{name}"
@@ -185,22 +197,6 @@ SUMMARY_TABLE = {
 }
 
 
-def _alternatives(ids):
-    """Regex matching exactly one of the given IDs (escaped: TCGA IDs contain '.')."""
-    return "|".join(re.escape(i) for i in sorted(set(ids))) or "(?!)"
-
-
-wildcard_constraints:
-    cohort=_alternatives(COHORTS),
-    slide=_alternatives(s for c in COHORTS.values() for s in c.slide_ids),
-    patient=_alternatives(p for c in COHORTS.values() for p in c.patient_ids),
-    encoder=re.escape(ENCODER),
-    variant=_alternatives(VARIANTS),
-    fold=r"\d+",
-    batch=r"\d+",
-    seed=r"\d+",
-
-
 def get_demo_outputs(cohort):
     """Every file the demo_cohort rule makes for one demo cohort."""
     return list(COHORTS[cohort].demo.files)
@@ -213,7 +209,7 @@ def get_demo_files():
 
 def _slides(wildcards):
     """The cohort's slides sheet: a cohort without wsi has none, so no slide stage runs for it."""
-    slides = COHORTS[wildcards.cohort].slides
+    slides = SHEETS[wildcards.cohort].slides
     if slides is None:
         raise ValueError(
             f"cohort {wildcards.cohort} has no wsi modality: no slide stage runs for it"
@@ -237,25 +233,146 @@ def get_slide_sheet(wildcards):
 # Job parameters hold only the settings that change a job's result: Snakemake reruns a job whose
 # parameters change, so that what to do with a bad slide or MRI (on_error), how many slides a job
 # encodes or which models a cohort trains never recompute finished results.
-def get_tiling_settings():
-    """The tiling: settings that decide a slide's patches (on_error decides only what a failure does)."""
-    return {k: v for k, v in config["tiling"].items() if k != "on_error"}
+def _new_patients_settings(wildcards, key):
+    """The package's settings of ``key`` when the job processes the new patients, else None."""
+    if wildcards is not None and NEW_SETTINGS and wildcards.cohort == PREDICT_NAME:
+        return NEW_SETTINGS[key]
+    return None
 
 
-def get_feature_settings():
+def get_tiling_settings(wildcards=None):
+    """The tiling: settings that decide a slide's patches (on_error decides only what a failure does).
+
+    New patients are tiled with their package's settings.
+    """
+    settings = _new_patients_settings(wildcards, "tiling") or config["tiling"]
+    return {k: v for k, v in settings.items() if k != "on_error"}
+
+
+def get_feature_settings(wildcards=None):
     """The features: settings that decide a slide's features (not batching, export or import)."""
     skip = {"slides_per_job", "write_clam_pt", "import_clam"}
-    return {k: v for k, v in config["features"].items() if k not in skip}
+    settings = _new_patients_settings(wildcards, "features") or config["features"]
+    return {k: v for k, v in settings.items() if k not in skip}
 
 
-def get_mri_roi_settings():
+def get_mri_roi_settings(wildcards=None):
     """The mri_roi: settings that decide a crop (on_error decides only what a failure does)."""
-    return {k: v for k, v in config["mri_roi"].items() if k != "on_error"}
+    settings = _new_patients_settings(wildcards, "mri_roi") or config["mri_roi"]
+    return {k: v for k, v in settings.items() if k != "on_error"}
 
 
 def get_training_settings():
     """The training config of a fold's job, without the list of models to train."""
     return {k: v for k, v in asdict(TRAINING).items() if k != "models"}
+
+
+# Model packages and the new patients they score (predict:). A package this workflow builds
+# (results/<cohort>/package/<run>) processes new patients with this config's settings; one copied
+# from elsewhere, with the settings its manifest records.
+PACKAGE = "results/{cohort}/package/{variant}"
+PACKAGE_RUNS = config["package"]["runs"]
+_unknown_runs = sorted(set(PACKAGE_RUNS) - set(VARIANTS))
+if _unknown_runs:
+    raise ValueError(
+        f"package: runs: {_unknown_runs} are neither models nor selected experiment variants; "
+        f"choose from {sorted(VARIANTS)}"
+    )
+PREDICT = config["predict"]
+PREDICT_NAME = PREDICT["name"]
+
+
+def own_package(folder):
+    """(cohort, run) when ``folder`` is a package this workflow builds, else None."""
+    found = re.fullmatch(r"results/([^/]+)/package/([^/]+)/?", str(folder))
+    if found and found[1] in COHORTS and found[2] in COHORT_VARIANTS[found[1]]:
+        return found[1], found[2]
+    return None
+
+
+def _package_settings(folder):
+    """What processing new patients for a package takes: its modalities, tiling, features, MRI settings."""
+    if own_package(folder):
+        cohort, run = own_package(folder)
+        return {
+            "modalities": list(uses(VARIANTS[run].model, COHORTS[cohort].modalities)),
+            "tiling": get_tiling_settings(),
+            "features": get_feature_settings(),
+            "mri_roi": get_mri_roi_settings(),
+            "mri_sequences": list(COHORTS[cohort].sequences),
+            "encoder": ENCODER,
+        }
+    manifest = read_manifest(folder)
+    features = dict(manifest["features"] or {})
+    # the weights file is this site's (check_weights verifies it); its sha256 must be the package's
+    features |= {k: config["features"][k] for k in ("weights", "sha256")}
+    return {
+        "modalities": manifest["modalities"],
+        "tiling": manifest["tiling"],
+        "features": features,
+        "mri_roi": manifest["mri_roi"],
+        "mri_sequences": manifest["mri_sequences"],
+        "encoder": (manifest.get("encoder") or {}).get("encoder"),
+    }
+
+
+def _new_patients():
+    """The new patients of predict: as a cohort (outcomes optional), and the package's settings."""
+    if not PREDICT["package"]:
+        return None, None
+    if PREDICT_NAME in COHORTS:
+        raise ValueError(
+            f"predict: name: {PREDICT_NAME!r} is a training cohort's name; choose another"
+        )
+    settings = _package_settings(PREDICT["package"])
+    modalities = settings["modalities"]
+    if "wsi" in modalities and settings["encoder"] != ENCODER:
+        raise ValueError(
+            f"predict: package {PREDICT['package']} was trained on {settings['encoder']} features; "
+            f"set features: encoder: {settings['encoder']} (and its weights) to score new slides"
+        )
+    cfg = {"modalities": modalities}
+    cfg |= {k: PREDICT[k] for k in ("patients", "slides", "genomics") if k in PREDICT}
+    if "mri" in PREDICT:
+        cfg["mri"] = PREDICT["mri"] | {"sequences": settings["mri_sequences"]}
+    for modality, key in (("wsi", "slides"), ("genomics", "genomics"), ("mri", "mri")):
+        if modality in modalities and key not in PREDICT:
+            raise ValueError(
+                f"predict: package {PREDICT['package']} reads {modality}; give predict: {key}:"
+            )
+    if "patients" not in PREDICT:
+        raise ValueError(
+            "predict: lacks patients: (the new patients' sheet: patient_id [, survival_months, censorship])"
+        )
+    try:
+        return load_new_patients(PREDICT_NAME, cfg, settings["mri_sequences"]), settings
+    except CohortError as err:
+        raise CohortError(f"predict: {err}") from None
+
+
+NEW_PATIENTS, NEW_SETTINGS = _new_patients()
+# Every cohort whose data stages run: the training cohorts and the new patients.
+SHEETS = COHORTS | ({PREDICT_NAME: NEW_PATIENTS} if NEW_PATIENTS else {})
+if NEW_PATIENTS:
+    FEATURE_BATCHES[PREDICT_NAME] = plan_batches(
+        NEW_PATIENTS.slide_ids, config["features"]["slides_per_job"]
+    )
+
+
+def _alternatives(ids):
+    """Regex matching exactly one of the given IDs (escaped: TCGA IDs contain '.')."""
+    return "|".join(re.escape(i) for i in sorted(set(ids))) or "(?!)"
+
+
+wildcard_constraints:
+    cohort=_alternatives(SHEETS),
+    slide=_alternatives(s for c in SHEETS.values() for s in c.slide_ids),
+    patient=_alternatives(p for c in SHEETS.values() for p in c.patient_ids),
+    encoder=re.escape(ENCODER),
+    variant=_alternatives(VARIANTS),
+    fold=r"\d+",
+    batch=r"\d+",
+    seed=r"\d+",
 
 
 def get_slide_path(wildcards):
@@ -273,7 +390,7 @@ def get_slide_mpp(wildcards):
 def get_patch_files(wildcards):
     """Coordinates files of all slides of a cohort."""
     return expand(
-        PATCHES, cohort=wildcards.cohort, slide=COHORTS[wildcards.cohort].slide_ids
+        PATCHES, cohort=wildcards.cohort, slide=SHEETS[wildcards.cohort].slide_ids
     )
 
 
@@ -284,7 +401,7 @@ def _features_files(cohort, slides):
 
 def get_feature_files(wildcards):
     """Features files of all slides of a cohort for the configured encoder."""
-    return _features_files(wildcards.cohort, COHORTS[wildcards.cohort].slide_ids)
+    return _features_files(wildcards.cohort, SHEETS[wildcards.cohort].slide_ids)
 
 
 def get_batch_slides(wildcards):
@@ -362,11 +479,11 @@ def get_patient_column(wildcards):
 
 def get_patient_ids(wildcards):
     """Patient IDs of a cohort, in sheet order (the row order of its tensors)."""
-    return COHORTS[wildcards.cohort].patient_ids
+    return SHEETS[wildcards.cohort].patient_ids
 
 
 def _mri_rows(wildcards):
-    mri = COHORTS[wildcards.cohort].mri
+    mri = SHEETS[wildcards.cohort].mri
     return mri[mri["patient_id"] == wildcards.patient]
 
 
@@ -388,7 +505,7 @@ def get_mri_files(wildcards):
 
 def get_mri_sequences(wildcards):
     """The cohort's sequences, in channel order."""
-    return list(COHORTS[wildcards.cohort].sequences)
+    return list(SHEETS[wildcards.cohort].sequences)
 
 
 def get_mri_patient_rois(wildcards):
@@ -396,7 +513,7 @@ def get_mri_patient_rois(wildcards):
     return expand(
         PATIENT_ROI,
         cohort=wildcards.cohort,
-        patient=COHORTS[wildcards.cohort].patient_ids,
+        patient=SHEETS[wildcards.cohort].patient_ids,
     )
 
 
@@ -671,6 +788,122 @@ def get_figures():
     return files
 
 
+def get_package_inputs(wildcards):
+    """A package's members (the folds' files, or the refit's) and the inputs the run trained on."""
+    keys = ("weights", "scaling", "meta", "predictions", "predictions_train")
+    if config["package"]["mode"] == "refit":
+        members = {key: [REFIT_OUTPUTS[key].format(**wildcards)] for key in keys}
+    else:
+        members = _fold_files(wildcards.cohort, wildcards.variant, keys)
+    return members | get_training_inputs(wildcards)
+
+
+def is_network(variant):
+    """Whether a run is a torch network (not the Cox baseline)."""
+    return MODELS[VARIANTS[variant].model].build is not None
+
+
+def get_packages():
+    """The packages of package: runs, for every cohort that trains them."""
+    return [
+        PACKAGE.format(cohort=name, variant=run)
+        for name in COHORTS
+        for run in COHORT_VARIANTS[name]
+        if run in PACKAGE_RUNS
+    ]
+
+
+# The new patients' outputs (predict:), under results/<predict name>/prediction/.
+PREDICTION = {
+    key: f"results/{PREDICT_NAME}/prediction/{name}"
+    for key, name in (
+        ("predictions", "predictions.tsv"),
+        ("bins", "time_bins.tsv"),
+        ("details", "details.h5"),
+    )
+}
+PREDICT_PATHWAYS = f"results/{PREDICT_NAME}/genomics/package_pathways.h5"
+HEATMAP = {
+    ext: f"results/{PREDICT_NAME}/prediction/heatmaps/{{slide}}.{ext}"
+    for ext in ("png", "pdf")
+}
+VALIDATION = {
+    "tsv": f"results/{PREDICT_NAME}/prediction/validation.tsv",
+    "png": f"results/{PREDICT_NAME}/prediction/km.png",
+    "pdf": f"results/{PREDICT_NAME}/prediction/km.pdf",
+}
+
+
+def get_package_folder():
+    """The predict: package folder, as the package_model rule names it."""
+    return str(PREDICT["package"]).rstrip("/")
+
+
+def get_new_slides(wildcards=None):
+    """patient -> slide IDs of the new patients, in slides sheet order; {} unless the package reads WSI."""
+    if "wsi" not in NEW_SETTINGS["modalities"]:
+        return {}
+    mapping = {}
+    for slide, patient in zip(
+        NEW_PATIENTS.slides.index, NEW_PATIENTS.slides["patient_id"]
+    ):
+        mapping.setdefault(patient, []).append(slide)
+    return mapping
+
+
+def get_predict_inputs(wildcards):
+    """The package and the new patients' inputs of the modalities it reads (features in get_new_slides order)."""
+    used = NEW_SETTINGS["modalities"]
+    slides = [s for ids in get_new_slides().values() for s in ids]
+    return {
+        "package": get_package_folder(),
+        "wsi": _features_files(PREDICT_NAME, slides),
+        "genomics": [PREDICT_PATHWAYS] if "genomics" in used else [],
+        "mri": [ROI.format(cohort=PREDICT_NAME)] if "mri" in used else [],
+    }
+
+
+def get_new_outcomes(wildcards=None):
+    """patient_id, and survival_months + censorship where the sheet gives them, as plain records."""
+    columns = ["survival_months", "censorship"] if has_outcomes(NEW_PATIENTS) else []
+    return [
+        {"patient_id": p} | {c: row[c] for c in columns}
+        for p, row in NEW_PATIENTS.patients.iterrows()
+    ]
+
+
+def _package_is_network():
+    """Whether the predict: package is a network (which gives patch attention to draw)."""
+    own = own_package(get_package_folder())
+    if own:
+        return is_network(own[1])
+    return bool(read_manifest(get_package_folder())["network"])
+
+
+def get_predict_outputs(required=False):
+    """Everything predict: yields: predictions, heatmaps per slide (a network reading WSI), the validation."""
+    if not NEW_PATIENTS:
+        if required:
+            raise ValueError(
+                "the predict target needs predict: package: and the new patients' sheets in the config; "
+                "see README 'Score new patients'"
+            )
+        return []
+    files = list(PREDICTION.values())
+    if "wsi" in NEW_SETTINGS["modalities"]:
+        files += [
+            TILING_SUMMARY.format(cohort=PREDICT_NAME),
+            FEATURES_SUMMARY.format(cohort=PREDICT_NAME, encoder=ENCODER),
+        ]
+    if "mri" in NEW_SETTINGS["modalities"]:
+        files += expand(MRI_QC, cohort=PREDICT_NAME, patient=NEW_PATIENTS.patient_ids)
+    if "wsi" in NEW_SETTINGS["modalities"] and _package_is_network():
+        files += expand(list(HEATMAP.values()), slide=NEW_PATIENTS.slide_ids)
+    if has_outcomes(NEW_PATIENTS):
+        files += list(VALIDATION.values())
+    return files
+
+
 def get_final_output():
     """Default targets: what the implemented stages yield for every cohort."""
     targets = []
@@ -692,4 +925,4 @@ def get_final_output():
             )
     for name in DEMO_COHORTS:
         targets += get_demo_outputs(name)
-    return targets + get_figures()
+    return targets + get_figures() + get_packages() + get_predict_outputs()

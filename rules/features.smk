@@ -39,7 +39,7 @@ else:
             mem_mb=8000,
             gpu=1,
         params:
-            features=get_feature_settings(),
+            features=get_feature_settings,
             slides=get_batch_slides,
             staged=get_batch_staged_files,
         script:

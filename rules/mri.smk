@@ -18,7 +18,7 @@ rule crop_mri:
         images=get_mri_images,
         mask=get_mri_mask,
         sequences=get_mri_sequences,
-        roi=get_mri_roi_settings(),
+        roi=get_mri_roi_settings,
     script:
         "../scripts/crop_mri.py"
 

@@ -20,7 +20,7 @@ rule tile_slide:
         mem_mb=2000,
     params:
         mpp=get_slide_mpp,
-        tiling=get_tiling_settings(),
+        tiling=get_tiling_settings,
         mpp_from_objective_power=lookup(
             dpath="wsi/mpp_from_objective_power", within=config
         ),

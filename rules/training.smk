@@ -67,6 +67,35 @@ rule train_fold:
         training=get_training_settings(),
         variant=get_variant,
         code=TRAINING_CODE,
+        fold=lambda wildcards: int(wildcards.fold),
+        refit=False,
+    script:
+        "../scripts/train_fold.py"
+
+
+rule train_refit:
+    input:
+        unpack(get_training_inputs),
+    output:
+        **REFIT_OUTPUTS,
+    log:
+        "logs/train_refit/{cohort}/{variant}.log",
+    benchmark:
+        "benchmarks/train_refit/{cohort}/{variant}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: TRAINING.threads
+    resources:
+        mem_mb=get_training_memory,
+        gpu=1,
+    params:
+        outcomes=get_outcomes,
+        slides=get_patient_slides,
+        training=get_training_settings(),
+        variant=get_variant,
+        code=TRAINING_CODE,
+        fold=TRAINING.folds,
+        refit=True,
     script:
         "../scripts/train_fold.py"
 

@@ -18,13 +18,10 @@ import numpy as np
 import pandas as pd
 
 from model.figures.attention import PatientAttention, attention_figure, top_k
-from model.fold_outputs import DECOUPLED_LABELS, read_details, read_predictions
+from model.fold_outputs import DECOUPLED_LABELS, ON_SLIDE, read_details, read_predictions
 from workflow.logs import log_to_file
 from workflow.slide_images import read_patch_images, read_thumbnail
 from workflow.tiling.coords import read_coords
-
-# the features drawn over the slide: the second modality's specific feature reads no patch
-ON_SLIDE = ("shared", "explore", "pathology")
 
 log = log_to_file(snakemake.log[0])
 cohort, run, k = snakemake.wildcards.cohort, snakemake.params.run, snakemake.params.top_k

@@ -1,8 +1,12 @@
 """Train one variant of a model on one cross-validation fold and write its weights, predictions and logs.
 
-input: wsi, genomics, mri (each empty unless the model uses it), split; output: the keys of
-model.fold_outputs.FILES; params: outcomes, slides (patient -> slide IDs, the order of input.wsi),
-training (model.config.TrainingConfig as a dict), variant (model.variants.Variant as a dict)
+Also the refit of a model package (``package: mode: refit``): every patient trains, none is held
+out, with the folds' settings (params.fold is then the number of folds: a seed no fold uses).
+
+input: wsi, genomics, mri (each empty unless the model uses it), split (not for a refit); output:
+the keys of model.fold_outputs.FILES; params: outcomes, slides (patient -> slide IDs, the order of
+input.wsi), training (model.config.TrainingConfig as a dict), variant (model.variants.Variant as a
+dict), fold, refit
 """
 
 import gc
@@ -36,13 +40,14 @@ single = lambda files: files[0] if files else None  # noqa: E731
 data = load_cohort_data(
     outcomes, slides=slides or None, genomics=single(snakemake.input.genomics), mri=single(snakemake.input.mri)
 )
-train, held_out = read_mcat_split(snakemake.input.split)
+fold = int(snakemake.params.fold)
+train, held_out = (list(outcomes.index), []) if snakemake.params.refit else read_mcat_split(snakemake.input.split)
 with training_device(training.device) as device:
     log.info(
         "%s (%s), fold %s on %s, reading %s",
-        *(variant.name, variant.model, snakemake.wildcards.fold, device, data.modalities),
+        *(variant.name, variant.model, "refit" if snakemake.params.refit else fold, device, data.modalities),
     )
-    result, meta = train_model(data, variant, int(snakemake.wildcards.fold), train, held_out, training, device)
+    result, meta = train_model(data, variant, fold, train, held_out, training, device)
 for row in result.log.itertuples():
     log.info("epoch %d: train C %.3f, held-out C %.3f", row.epoch, row.train_c_index, row.held_out_c_index)
 write_fold_outputs({key: snakemake.output[key] for key in FILES}, result, meta, data)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -88,6 +90,8 @@ def test_dry_run_of_the_full_dag():
     assert int(counts["summary_table"]) == int(counts["paper_tables"]) == int(counts["gate_weights_figure"]) == 1
     for rule in ("tiling_contact_sheet", "decoupled_features_figure", "attention_figure"):
         assert int(counts[rule]) == len(cohorts)
+    packaged = config["package"]["runs"]
+    assert int(counts["package_model"]) == sum(run in models[name] for name in models for run in packaged) > 0
 
 
 def test_training_code_covers_every_library_module_the_training_script_imports(tmp_path):
@@ -271,6 +275,98 @@ def test_demo_run_makes_real_cohorts(tmp_path):
         assert category in html
     assert "Random-weight features" in html
     only_plots_rerun_after_a_plotting_change(tmp_path)
+    packages_score_new_patients(tmp_path)
+
+
+def packages_score_new_patients(tmp_path):
+    """The deref package of tiny_tcga scores four of its patients as new ones, from their raw slides and table.
+
+    Their slides are tiled and encoded again with the package's settings, so the package's
+    prediction must equal its members' saved predictions of the same patients, combined; then the
+    heatmaps, the external validation, a rerun with nothing to do, and an encoder the package was
+    not trained with refused.
+    """
+    from model.fold_outputs import read_predictions
+    from model.package import combine_members, read_package
+
+    demo = tmp_path / "resources" / "demo" / "tiny_tcga"
+    patients = pd.read_csv(demo / "sheets" / "patients.tsv", sep="\t", dtype={"patient_id": str}).head(4)
+    slides = pd.read_csv(demo / "sheets" / "slides.tsv", sep="\t", dtype=str)
+    new = tmp_path / "new"
+    new.mkdir()
+    patients[["patient_id", "survival_months", "censorship"]].to_csv(new / "patients.tsv", sep="\t", index=False)
+    slides[slides["patient_id"].isin(patients["patient_id"])].to_csv(new / "slides.tsv", sep="\t", index=False)
+    config = yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
+    config["predict"] = {
+        "package": "results/tiny_tcga/package/deref",
+        "name": "local",
+        "patients": str(new / "patients.tsv"),
+        "slides": str(new / "slides.tsv"),
+        "genomics": {"table": str(demo / "genomics.csv")},
+        "top_k": 3,
+    }
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    run([*SNAKEMAKE, "--cores", "2", "--directory", str(tmp_path), "predict"], tmp_path)
+
+    package = read_package(tmp_path / "results" / "tiny_tcga" / "package" / "deref")
+    manifest = package.manifest
+    assert manifest["mode"] == "ensemble" and [m.fold for m in package.members] == [0, 1]
+    assert manifest["encoder"]["encoder"] == "resnet50_trunc" and manifest["tiling"]["patch_size"] == 256
+    families = read_pathways(tmp_path / "results" / "tiny_tcga" / "genomics" / "pathways.h5")[2]
+    assert package.genomics_columns == families and manifest["code"]["training_code_sha256"]
+    out = tmp_path / "results" / "local" / "prediction"
+    predicted = read_predictions(out / "predictions.tsv").set_index("patient_id")
+    assert list(predicted.index) == list(patients["patient_id"])
+    members = []
+    for fold in (0, 1):
+        folder = tmp_path / "results" / "tiny_tcga" / "models" / "deref" / f"fold_{fold}"
+        members.append(
+            pd.concat(
+                [read_predictions(folder / "predictions_train.tsv"), read_predictions(folder / "predictions.tsv")]
+            )
+        )
+    saved = combine_members(members, [m.bin_edges for m in package.members], package.grid).set_index("patient_id")
+    columns = ["risk", "survival_0", "survival_1", "gate_0"]
+    np.testing.assert_allclose(predicted[columns], saved.loc[predicted.index, columns], rtol=1e-6, atol=1e-9)
+    expected_groups = np.where(predicted["risk"] > package.cutoff, "high risk", "low risk")
+    assert list(predicted["risk_group"]) == list(expected_groups)
+    bins = pd.read_csv(out / "time_bins.tsv", sep="\t")
+    assert list(bins["end_months"]) == pytest.approx(list(package.grid[1:]))
+    for slide in slides.loc[slides["patient_id"].isin(patients["patient_id"]), "slide_id"]:
+        assert (out / "heatmaps" / f"{slide}.png").stat().st_size > 5_000
+    validation = pd.read_csv(out / "validation.tsv", sep="\t").iloc[0]
+    assert validation["n_patients"] == 4 and validation["split"] == "package"
+    assert np.isfinite(validation["c_index"]) or validation["reason"]
+    assert (out / "km.png").stat().st_size > 5_000
+    again = run([*SNAKEMAKE, "--cores", "2", "--directory", str(tmp_path), "-n", "predict"], tmp_path)
+    assert "Nothing to be done" in again.stdout + again.stderr
+    # a package copied from elsewhere: its manifest gives the settings; features of other weights are refused by name
+    shipped = tmp_path / "shipped" / "deref"
+    shutil.copytree(package.folder, shipped)
+    manifest = json.loads((shipped / "manifest.json").read_text())
+    manifest["encoder"]["weights_sha256"] = "0" * 64
+    (shipped / "manifest.json").write_text(json.dumps(manifest))
+    config["predict"]["package"] = str(shipped)
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    refused = run([*SNAKEMAKE, "--cores", "1", "--directory", str(tmp_path), "predict"], tmp_path, check=False)
+    log = (tmp_path / "logs" / "predict_patients" / "local.log").read_text()
+    assert refused.returncode != 0
+    assert "results/local/features/resnet50_trunc/" in log and "was made with encoder weights (sha256)" in log
+    config["features"]["encoder"] = "uni_v1"
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    refused = run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "predict"], tmp_path, check=False)
+    assert refused.returncode != 0
+    assert "was trained on resnet50_trunc features; set features: encoder: resnet50_trunc" in refused.stderr
+    # a slide whose resolution cannot give the package's 0.5 µm/px within its tolerance
+    config["features"]["encoder"] = "resnet50_trunc"
+    config["predict"]["package"] = "results/tiny_tcga/package/deref"
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    sheet = pd.read_csv(new / "slides.tsv", sep="\t", dtype=str)
+    sheet.loc[0, "mpp"] = "2.0"
+    sheet.to_csv(new / "slides.tsv", sep="\t", index=False)
+    refused = run([*SNAKEMAKE, "--cores", "1", "--directory", str(tmp_path), "predict"], tmp_path, check=False)
+    log = (tmp_path / "logs" / "tile_slide" / "local" / f"{sheet.loc[0, 'slide_id']}.log").read_text()
+    assert refused.returncode != 0 and "coarser than the target 0.5 µm/px" in log
 
 
 def check_paper_tables(tmp_path):
@@ -378,6 +474,20 @@ def test_training_jobs_wait_only_for_the_modalities_their_model_reads(tmp_path):
         features = [f for f in inputs if f.startswith(f"results/{cohort}/features/resnet50_trunc/")]
         assert sorted(set(inputs) - set(features)) == sorted(expected), (cohort, model)
         assert bool(features) == ("wsi" in reads[cohort, model]), (cohort, model)
+
+
+@pytest.mark.integration
+def test_a_refit_package_plans_one_model_on_every_patient_and_predict_needs_a_package(tmp_path):
+    """package: mode: refit adds one train_refit job per packaged run; the predict target asks for its config."""
+    config = tiny_config(tmp_path)
+    config["package"] = {"mode": "refit", "runs": ["deref", "coxph"]}
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    done = run([*SNAKEMAKE, "-n", "--quiet", "rules", "--directory", str(tmp_path), "package"], tmp_path)
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", done.stdout, re.MULTILINE))
+    # deref on tiny_tcga and tiny_liver, coxph on all three cohorts
+    assert jobs["package_model"] == "5" and jobs["train_refit"] == "5"
+    refused = run([*SNAKEMAKE, "-n", "--directory", str(tmp_path), "predict"], tmp_path, check=False)
+    assert refused.returncode != 0 and "the predict target needs predict: package:" in refused.stdout + refused.stderr
 
 
 @pytest.mark.integration

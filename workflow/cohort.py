@@ -18,7 +18,7 @@ import math
 import os
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -35,7 +35,7 @@ from model.registry import MODALITIES
 from workflow.demo.sheets import DemoCohort
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "config" / "schemas"
-SHEETS = {"patients": "patient_id", "slides": "slide_id", "mri": "patient_id"}
+SHEETS = {"patients": "patient_id", "new_patients": "patient_id", "slides": "slide_id", "mri": "patient_id"}
 ID_COLUMNS = ("patient_id", "slide_id", "sequence")
 OUTCOME_COLUMNS = ("survival_months", "censorship")
 # Config keys that describe one modality's data, and that modality.
@@ -367,8 +367,12 @@ def genomics_outcomes(path: str | os.PathLike[str], patient_column: str) -> pd.D
     return table.drop_duplicates("patient_id", ignore_index=True)
 
 
-def load_cohort(name: str, cfg: Mapping[str, Any]) -> Cohort:
-    """Validate one cohort's config block and sheets; raise CohortError naming what to fix."""
+def load_cohort(name: str, cfg: Mapping[str, Any], scoring: bool = False) -> Cohort:
+    """Validate one cohort's config block and sheets; raise CohortError naming what to fix.
+
+    ``scoring``: new patients for a model package (``load_new_patients``): outcomes optional,
+    no signatures (the package names its gene columns).
+    """
     where = f"cohort '{name}'"
     modalities = tuple(cfg.get("modalities", ()))
     if not 1 <= len(set(modalities)) == len(modalities) <= 2 or not set(modalities) <= set(MODALITIES):
@@ -392,13 +396,15 @@ def load_cohort(name: str, cfg: Mapping[str, Any]) -> Cohort:
         cfg, made, pending = demo.config(cfg), demo.sheets, demo.files
     gcfg = dict(cfg.get("genomics", {}))
     if "genomics" in modalities:
-        absent = [k for k in ("table", "signatures") if not gcfg.get(k)]
+        absent = [k for k in ("table",) if not gcfg.get(k)] + [
+            k for k in ("signatures",) if not (scoring or gcfg.get(k))
+        ]
         if absent:
             raise CohortError(
                 f"{where}: genomics: lacks {', '.join(absent)} (paths of the MCAT table and signatures.csv)"
             )
     needed = {}
-    if cfg.get("patients") or "genomics" not in modalities:
+    if cfg.get("patients") or "genomics" not in modalities or scoring:
         needed["patients"] = cfg.get("patients")
     if "wsi" in modalities:
         needed["slides"] = cfg.get("slides")
@@ -408,7 +414,9 @@ def load_cohort(name: str, cfg: Mapping[str, Any]) -> Cohort:
     if absent:
         keys = ", ".join("mri: sheet:" if k == "mri" else f"{k}:" for k in absent)
         raise CohortError(f"{where}: config lacks {keys} (path of the sheet); see config/README.md")
-    sheets = {kind: _sheet(path, kind, made) for kind, path in needed.items()}
+    sheets = {kind: _sheet(path, kind, made) for kind, path in needed.items() if not (scoring and kind == "patients")}
+    if scoring:
+        sheets["patients"] = _new_patients(needed["patients"])
     sources = {kind: f"{kind} sheet {path}" for kind, path in needed.items()}
     if "patients" not in sheets:
         sheets["patients"] = genomics_outcomes(gcfg["table"], gcfg.get("patient_column", "case_id"))
@@ -437,6 +445,8 @@ def load_cohort(name: str, cfg: Mapping[str, Any]) -> Cohort:
         _duplicates(mri, ["patient_id", "sequence"], sources["mri"])
         _unknown_patients(mri, patients, sources["mri"], sources["patients"])
         _without(patients, mri, "MRI", sources["mri"], sources["patients"])
+        if scoring:  # a sequence the package does not read is not read
+            mri = mri[mri["sequence"].isin(cohort.sequences)]
         bad = mri[~mri["sequence"].isin(cohort.sequences)]
         if not bad.empty:
             listing = ", ".join(f"line {i + 2} ({s})" for i, s in zip(bad.index, bad["sequence"], strict=True))
@@ -456,7 +466,7 @@ def load_cohort(name: str, cfg: Mapping[str, Any]) -> Cohort:
         listed["mri"] = _mri_files(mri)
         cohort.mri = mri
     if "genomics" in modalities:
-        files |= {"genomics table": gcfg["table"], "signatures": gcfg["signatures"]}
+        files |= {"genomics table": gcfg["table"]} | ({} if scoring else {"signatures": gcfg["signatures"]})
         cohort.genomics = gcfg
     _missing_files({label: p for label, p in files.items() if p not in pending}, where)
     for kind, items in listed.items():
@@ -464,6 +474,44 @@ def load_cohort(name: str, cfg: Mapping[str, Any]) -> Cohort:
     if "genomics" in modalities and "patients" in needed and gcfg["table"] not in pending:
         _genomics_covers(gcfg["table"], gcfg.get("patient_column", "case_id"), patients, sources["patients"])
     return cohort
+
+
+def _new_patients(path: str) -> pd.DataFrame:
+    """The patients sheet of new patients: survival_months and censorship optional, but both or neither."""
+    if not Path(path).is_file():
+        raise CohortError(f"patients sheet {path} does not exist; check predict: patients: in the config")
+    columns = set(pd.read_csv(path, sep="\t", nrows=0).columns.str.strip())
+    given = [c for c in OUTCOME_COLUMNS if c in columns]
+    if len(given) == 1:
+        raise CohortError(
+            f"patients sheet {path} has '{given[0]}' but not '{(set(OUTCOME_COLUMNS) - set(given)).pop()}': give both "
+            "survival columns (an external validation) or neither (scoring only)"
+        )
+    return read_sheet(path, "patients" if given else "new_patients")
+
+
+def load_new_patients(name: str, cfg: Mapping[str, Any], sequences: Sequence[str] = ()) -> Cohort:
+    """New patients to score with a model package (``predict:``): a cohort whose outcomes are optional.
+
+    ``sequences``: the package's MRI sequences; every patient must have each one (a model never
+    saw a zero channel where it learnt an image).
+    """
+    cohort = load_cohort(name, cfg, scoring=True)
+    if cohort.mri is not None:
+        have = cohort.mri.groupby("patient_id")["sequence"].agg(set)
+        lacking = {p: sorted(set(sequences) - seqs) for p, seqs in have.items() if set(sequences) - seqs}
+        if lacking:
+            listing = "; ".join(f"{p}: {', '.join(s)}" for p, s in lacking.items())
+            raise CohortError(
+                f"{cfg['mri']['sheet']}: MRI sequence(s) the package reads are missing: {listing}. The package "
+                f"was trained on {list(sequences)}; add the images, or leave these patients out"
+            )
+    return cohort
+
+
+def has_outcomes(cohort: Cohort) -> bool:
+    """Whether a cohort's patients sheet carries survival_months and censorship (new patients may not)."""
+    return all(c in cohort.patients.columns for c in OUTCOME_COLUMNS)
 
 
 def _fills_bins(times: np.ndarray, censorship: np.ndarray, n_bins: int) -> bool:

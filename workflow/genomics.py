@@ -238,7 +238,7 @@ def package_pathways(
             f"{source}: no genomics for new patient(s) {', '.join(missing_patients[:20])}; add their rows or drop them from the predict sheets"
         )
     table = table.loc[list(patients)]
-    wanted = [c for family in columns.values() for c in family]
+    wanted = list(dict.fromkeys(c for family in columns.values() for c in family))  # a gene may sit in two families
     absent = [c for c in wanted if c not in table.columns]
     if absent and impute == "none":
         raise GenomicsError(

@@ -106,12 +106,10 @@ def attention_overlay(
 def _check(patient: PatientAttention) -> None:
     where = f"attention of patient {patient.patient_id} (slide {patient.slide_id})"
     if not patient.patch_scores:
-        raise FigureInputError(f"{where}: no decoupled feature has patch scores")
+        raise FigureInputError(f"{where}: no patch scores")
     for feature, scores in patient.patch_scores.items():
         if len(scores) == 0 or len(scores) != len(patient.xy):
             raise FigureInputError(f"{where}: {len(scores)} '{feature}' scores for {len(patient.xy)} patches")
-    if patient.second_scores.empty:
-        raise FigureInputError(f"{where}: no attention over the second modality")
 
 
 def _hide_axes(ax: plt.Axes) -> None:
@@ -187,18 +185,27 @@ def _shares_panel(ax: plt.Axes, shares: pd.DataFrame) -> None:
 
 
 def attention_figure(patients: Sequence[PatientAttention], title: str, paths: Sequence[str | os.PathLike[str]]) -> None:
-    """One row block per patient: thumbnail, a heat map per decoupled feature with its top patches, second-modality shares."""
+    """One row block per patient: thumbnail, a heat map per score (decoupled feature, attention) with its top
+    patches, and the second-modality shares where the model gives them."""
     if not patients:
         raise FigureInputError(f"attention figure '{title}': no patients")
     for patient in patients:
         _check(patient)
-    columns = max(len(p.patch_scores) for p in patients) + 2
+    shares = any(not p.second_scores.empty for p in patients)
+    columns = max(len(p.patch_scores) for p in patients) + 1 + shares
     with figure_style():
-        figure = plt.figure(figsize=(FULL_WIDTH, 2.6 * len(patients) + 0.3))
-        outer = figure.add_gridspec(len(patients), 1, hspace=0.35)
+        height = 2.6 * len(patients) + 0.3
+        figure = plt.figure(figsize=(FULL_WIDTH, height))
+        # room above the first row for its panel titles and the figure's title, whatever the height
+        outer = figure.add_gridspec(len(patients), 1, hspace=0.35, top=1 - 0.55 / height)
         for row, patient in enumerate(patients):
             block = outer[row].subgridspec(
-                2, columns, height_ratios=[1, 0.8], width_ratios=[1] * (columns - 1) + [0.9], wspace=0.35, hspace=0.06
+                2,
+                columns,
+                height_ratios=[1, 0.8],
+                width_ratios=[1] * (columns - shares) + [0.9] * shares,
+                wspace=0.35,
+                hspace=0.06,
             )
             ax = figure.add_subplot(block[0, 0])
             ax.imshow(patient.thumbnail)
@@ -209,6 +216,7 @@ def attention_figure(patients: Sequence[PatientAttention], title: str, paths: Se
                 _heat_panel(figure, figure.add_subplot(block[0, col]), patient, feature, len(patches))
                 if patches:
                     _patch_strip(figure, block[1, col], patches)
-            _shares_panel(figure.add_subplot(block[:, columns - 1]), patient.second_scores)
+            if not patient.second_scores.empty:
+                _shares_panel(figure.add_subplot(block[:, columns - 1]), patient.second_scores)
         figure.suptitle(title)
         save_figure(figure, paths)
