@@ -40,7 +40,8 @@ row["c_index"] = row.pop("pooled_c_index")  # Harrell's C of the package's risk,
 row["reason"] = "; ".join(reasons)
 write_tsv(pd.DataFrame([row]), snakemake.output.tsv)
 title = (
-    f"{manifest['run']} ({manifest['cohort']}) on {snakemake.params.name}: C-index {c_index:.3f}\n{SPLITS['package']}"
+    f"{manifest['run']} ({manifest['cohort']}) on {snakemake.params.name}: C-index {c_index:.3f} "
+    f"({len(scored)} patients, {events} events)\n{SPLITS['package']}"
 )
 km_figure(km_curves(result), title, result.p_value, [snakemake.output.png, snakemake.output.pdf])
 log.info(
