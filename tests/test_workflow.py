@@ -356,7 +356,8 @@ def packages_score_new_patients(tmp_path):
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     refused = run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "predict"], tmp_path, check=False)
     assert refused.returncode != 0
-    assert "was trained on resnet50_trunc features; set features: encoder: resnet50_trunc" in refused.stderr
+    said = refused.stdout + refused.stderr
+    assert "was trained on resnet50_trunc features; set features: encoder: resnet50_trunc" in said
     # a slide whose resolution cannot give the package's 0.5 µm/px within its tolerance
     config["features"]["encoder"] = "resnet50_trunc"
     config["predict"]["package"] = "results/tiny_tcga/package/deref"
