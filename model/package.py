@@ -36,6 +36,9 @@ FORMAT = "survival-model-package/1"
 MANIFEST = "manifest.json"
 MODES = ("ensemble", "refit")
 OUTCOMES = ("survival_months", "censorship")
+# fold.json's time and memory of the training run: not part of the model, left out of the
+# manifest so that the same training gives the same package bytes (locally or on SLURM)
+RUN_STATISTICS = ("seconds", "peak_rss_mb", "peak_gpu_mb")
 
 
 class PackageError(ValueError):
@@ -318,7 +321,7 @@ def assemble_manifest(
                 "name": "refit" if mode == "refit" else f"fold_{m['fold']}",
                 "fold": None if mode == "refit" else int(m["fold"]),
                 "bin_edges": [float(e) for e in m["bin_edges"]],
-                "meta": dict(m),
+                "meta": {k: v for k, v in m.items() if k not in RUN_STATISTICS},
             }
             for m in metas
         ],

@@ -101,6 +101,7 @@ def test_a_refit_package_is_one_model_trained_on_every_patient(tmp_path, run):
     data, _ = trained_package(tmp_path, run, mode="refit")
     package = read_package(tmp_path / "package")
     assert package.manifest["mode"] == "refit" and [m.name for m in package.members] == ["refit"]
+    assert "seconds" not in package.members[0].meta  # run statistics stay in fold.json: same training, same bytes
     assert package.members[0].meta["n_held_out"] == 0 and package.members[0].meta["n_train"] == len(data.outcomes)
     write_tsv(score(package, data).table.drop(columns="risk_group"), tmp_path / "scored.tsv")
     scored = read_predictions(tmp_path / "scored.tsv").set_index("patient_id")
