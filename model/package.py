@@ -20,7 +20,6 @@ from the folds' files, and the cut-off from their saved predictions.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -31,6 +30,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from workflow.features.manifest import file_sha256
 
 FORMAT = "survival-model-package/1"
 MANIFEST = "manifest.json"
@@ -43,15 +44,6 @@ RUN_STATISTICS = ("seconds", "peak_rss_mb", "peak_gpu_mb")
 
 class PackageError(ValueError):
     """A package folder that is incomplete, altered, or does not fit what it is asked to score."""
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The sha256 of a file's bytes, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
